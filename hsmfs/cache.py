@@ -1,0 +1,77 @@
+"""Resident file data: one cache file per inode under the cache directory.
+
+Layout: ``CACHE/data/XX/INO`` where XX is the low byte of the inode number in hex, so no
+directory grows past a few thousand entries, and INO is the inode number in hex. The
+catalog says which inodes should have data here; ``fsck`` compares the two.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class CacheUsage:
+    used_bytes: int  # bytes in use on the cache's file system
+    total_bytes: int  # size of the cache's file system
+    free_bytes: int
+
+
+class CacheDir:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.data = root / "data"
+        self.data.mkdir(parents=True, exist_ok=True)
+
+    def path(self, ino: int) -> Path:
+        return self.data / f"{ino & 0xFF:02x}" / f"{ino:x}"
+
+    def exists(self, ino: int) -> bool:
+        return self.path(ino).exists()
+
+    def open(self, ino: int, *, create: bool = False) -> int:
+        """Open the cache file of ``ino`` for reading and writing; returns the fd."""
+        path = self.path(ino)
+        flags = os.O_RDWR | os.O_CLOEXEC
+        if create:
+            path.parent.mkdir(exist_ok=True)
+            flags |= os.O_CREAT
+        return os.open(path, flags, 0o600)
+
+    def create_empty(self, ino: int) -> None:
+        os.close(self.open(ino, create=True))
+
+    def size(self, ino: int) -> int | None:
+        try:
+            return self.path(ino).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def truncate(self, ino: int, size: int) -> None:
+        os.truncate(self.path(ino), size)
+
+    def remove(self, ino: int) -> None:
+        try:
+            self.path(ino).unlink()
+        except FileNotFoundError:
+            pass
+
+    def inodes(self) -> Iterator[tuple[int, Path]]:
+        """Every inode that has a cache file, with the file's path."""
+        for bucket in sorted(self.data.iterdir()):
+            if not bucket.is_dir():
+                continue
+            for entry in os.scandir(bucket):
+                try:
+                    yield int(entry.name, 16), Path(entry.path)
+                except ValueError:
+                    yield -1, Path(entry.path)  # a stray file: fsck reports it
+
+    def usage(self) -> CacheUsage:
+        st = os.statvfs(self.root)
+        total = st.f_blocks * st.f_frsize
+        free = st.f_bavail * st.f_frsize
+        return CacheUsage(used_bytes=total - free, total_bytes=total, free_bytes=free)

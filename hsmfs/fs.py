@@ -1,0 +1,740 @@
+"""The pyfuse3 Operations of hsmfs: thin handlers over the catalog and the cache.
+
+Every handler turns a failure into ``FUSEError(errno)``: ``OSError`` keeps its errno,
+anything unexpected is logged with its traceback and becomes EIO, so one bad request
+never takes the mount down. See CONCURRENCY.md for tasks, locks and invariants.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import json
+import logging
+import os
+import stat
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, ParamSpec, TypeVar
+
+import pyfuse3
+import trio
+
+from .cache import CacheDir
+from .catalog import NAME_MAX, ROOT_INO, Catalog, HsmState, Inode, Txn, now_ns
+from .config import Config
+
+log = logging.getLogger(__name__)
+
+HSM_PREFIX = b"user.hsm."
+XATTR_NAME_MAX = 255
+XATTR_SIZE_MAX = 65536
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def fuse_op(func: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """Translate every failure of a handler into the errno the kernel should see."""
+
+    @functools.wraps(func)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await func(*args, **kwargs)
+        except pyfuse3.FUSEError:
+            raise
+        except OSError as exc:
+            raise pyfuse3.FUSEError(exc.errno or errno.EIO) from exc
+        except Exception:
+            log.exception("internal error in %s%r; answered EIO", func.__name__, args[1:])
+            raise pyfuse3.FUSEError(errno.EIO) from None
+
+    return wrapper
+
+
+def fail(code: int) -> pyfuse3.FUSEError:
+    return pyfuse3.FUSEError(code)
+
+
+def check_name(name: bytes) -> None:
+    if len(name) > NAME_MAX:
+        raise fail(errno.ENAMETOOLONG)
+
+
+@dataclass
+class OpenInode:
+    """The shared state of all open handles of one inode."""
+
+    inode: Inode
+    fd: int
+    handles: int = 0
+    writers: int = 0
+
+
+@dataclass
+class Handle:
+    ino: int
+    writable: bool
+
+
+class HsmFs(pyfuse3.Operations):
+    supports_dot_lookup = True
+    enable_writeback_cache = False
+
+    def __init__(self, catalog: Catalog, cache: CacheDir, config: Config) -> None:
+        super().__init__()
+        self.catalog = catalog
+        self.cache = cache
+        self.config = config
+        self.io_limiter = trio.CapacityLimiter(config.fs.io_threads)
+        self.lookups: dict[int, int] = {}
+        self.open_inodes: dict[int, OpenInode] = {}
+        self.handles: dict[int, Handle] = {}
+        self._next_fh = 1
+        self.daemon_info: dict[str, Any] = {}
+        self.counters: dict[str, int] = {"reads": 0, "writes": 0, "read_bytes": 0, "written_bytes": 0}
+
+    # -- helpers ------------------------------------------------------------------------
+    def _attr(self, inode: Inode) -> pyfuse3.EntryAttributes:
+        attr = pyfuse3.EntryAttributes()
+        attr.st_ino = inode.ino
+        attr.generation = 0
+        attr.entry_timeout = self.config.fs.entry_timeout
+        attr.attr_timeout = self.config.fs.attr_timeout
+        attr.st_mode = inode.mode
+        attr.st_nlink = inode.nlink
+        attr.st_uid = inode.uid
+        attr.st_gid = inode.gid
+        attr.st_rdev = inode.rdev
+        attr.st_size = inode.size
+        attr.st_blksize = 128 * 1024
+        attr.st_blocks = (inode.size + 511) // 512
+        attr.st_atime_ns = inode.atime_ns
+        attr.st_mtime_ns = inode.mtime_ns
+        attr.st_ctime_ns = inode.ctime_ns
+        return attr
+
+    def _get(self, txn: Txn, ino: int) -> Inode:
+        inode = txn.get_inode(ino)
+        if inode is None:
+            raise fail(errno.ENOENT)
+        return inode
+
+    def _inode(self, ino: int) -> Inode:
+        live = self.catalog.live.get(ino)
+        if live is not None:
+            return live
+        with self.catalog.read() as txn:
+            return self._get(txn, ino)
+
+    def _remember(self, inode: Inode) -> pyfuse3.EntryAttributes:
+        """Count one kernel reference to ``inode`` and return its attributes."""
+        self.lookups[inode.ino] = self.lookups.get(inode.ino, 0) + 1
+        return self._attr(inode)
+
+    def _in_use(self, ino: int) -> bool:
+        return ino in self.lookups or ino in self.open_inodes
+
+    def _drop_link(self, txn: Txn, inode: Inode) -> bool:
+        """After nlink reached 0: delete now, or park as orphan. True if deleted now."""
+        if self._in_use(inode.ino):
+            txn.add_to(b"orphans", inode.ino)
+            return False
+        txn.delete_inode(inode.ino)
+        return True
+
+    def _purge(self, ino: int) -> None:
+        self.cache.remove(ino)
+
+    def _new_owner(self, parent: Inode, mode: int, ctx: pyfuse3.RequestContext) -> tuple[int, int]:
+        """(mode, gid) for a new inode, honouring a set-group-ID parent directory."""
+        if parent.mode & stat.S_ISGID:
+            if stat.S_ISDIR(mode):
+                mode |= stat.S_ISGID
+            return mode, parent.gid
+        return mode, ctx.gid
+
+    def _create_node(
+        self, parent_ino: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext, rdev: int = 0
+    ) -> Inode:
+        check_name(name)
+        with self.catalog.write() as txn:
+            parent = self._get(txn, parent_ino)
+            if not parent.is_dir:
+                raise fail(errno.ENOTDIR)
+            if parent.nlink == 0:
+                raise fail(errno.ENOENT)
+            if txn.lookup(parent_ino, name) is not None:
+                raise fail(errno.EEXIST)
+            mode, gid = self._new_owner(parent, mode, ctx)
+            inode = txn.new_inode(mode, ctx.uid, gid, rdev, parent=parent_ino)
+            txn.add_entry(parent_ino, name, inode.ino)
+            if inode.is_dir:
+                parent.nlink += 1
+            parent.touch()
+            txn.put_inode(parent)
+            if inode.is_reg:
+                self.cache.create_empty(inode.ino)
+        return inode
+
+    # -- namespace ----------------------------------------------------------------------
+    @fuse_op
+    async def lookup(
+        self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        check_name(name)
+        with self.catalog.read() as txn:
+            parent = self._get(txn, parent_inode)
+            if name == b".":
+                ino: int | None = parent_inode
+            elif name == b"..":
+                ino = parent.parent
+            else:
+                ino = txn.lookup(parent_inode, name)
+            if ino is None:
+                negative = pyfuse3.EntryAttributes()
+                negative.st_ino = 0
+                negative.entry_timeout = self.config.fs.entry_timeout
+                return negative
+            return self._remember(self._get(txn, ino))
+
+    @fuse_op
+    async def forget(self, inode_list: list[tuple[int, int]]) -> None:
+        for ino, nlookup in inode_list:
+            count = self.lookups.get(ino, 0) - nlookup
+            if count > 0:
+                self.lookups[ino] = count
+                continue
+            self.lookups.pop(ino, None)
+            self._reap_if_unlinked(ino)
+
+    def _reap_if_unlinked(self, ino: int) -> None:
+        if self._in_use(ino):
+            return
+        with self.catalog.write() as txn:
+            inode = txn.get_inode(ino)
+            if inode is None or inode.nlink > 0:
+                return
+            txn.delete_inode(ino)
+        self._purge(ino)
+
+    @fuse_op
+    async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        return self._attr(self._inode(inode))
+
+    @fuse_op
+    async def setattr(
+        self,
+        inode: int,
+        attr: pyfuse3.EntryAttributes,
+        fields: pyfuse3.SetattrFields,
+        fh: int | None,
+        ctx: pyfuse3.RequestContext,
+    ) -> pyfuse3.EntryAttributes:
+        if fields.update_size:
+            await self._truncate(inode, attr.st_size)
+        with self.catalog.write() as txn:
+            node = self._get(txn, inode)
+            t = now_ns()
+            if fields.update_mode:
+                node.mode = stat.S_IFMT(node.mode) | stat.S_IMODE(attr.st_mode)
+            if fields.update_uid:
+                node.uid = attr.st_uid
+            if fields.update_gid:
+                node.gid = attr.st_gid
+            if fields.update_atime:
+                node.atime_ns = attr.st_atime_ns
+            if fields.update_mtime:
+                node.mtime_ns = attr.st_mtime_ns
+            node.ctime_ns = attr.st_ctime_ns if fields.update_ctime else t
+            txn.put_inode(node)
+            return self._attr(node)
+
+    async def _truncate(self, ino: int, size: int) -> None:
+        node = self._inode(ino)
+        if node.is_dir:
+            raise fail(errno.EISDIR)
+        if not node.is_reg:
+            raise fail(errno.EINVAL)
+        opened = self.open_inodes.get(ino)
+        if opened is not None:
+            await trio.to_thread.run_sync(os.ftruncate, opened.fd, size, limiter=self.io_limiter)
+        else:
+            await trio.to_thread.run_sync(self.cache.truncate, ino, size, limiter=self.io_limiter)
+        with self.catalog.write() as txn:
+            node = self._get(txn, ino)
+            node.size = size
+            node.touch()
+            self._mark_modified(node)
+            txn.put_inode(node)
+
+    def _mark_modified(self, inode: Inode) -> None:
+        """File data changed: whatever copy the object store has is stale now."""
+        if inode.is_reg and inode.hsm_state != HsmState.LOST:
+            inode.hsm_state = HsmState.DIRTY
+
+    @fuse_op
+    async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
+        with self.catalog.read() as txn:
+            target = txn.readlink(inode)
+        if target is None:
+            raise fail(errno.EINVAL)
+        return target
+
+    @fuse_op
+    async def mknod(
+        self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        return self._remember(self._create_node(parent_inode, name, mode, ctx, rdev))
+
+    @fuse_op
+    async def mkdir(
+        self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        mode = stat.S_IFDIR | stat.S_IMODE(mode)
+        return self._remember(self._create_node(parent_inode, name, mode, ctx))
+
+    @fuse_op
+    async def symlink(
+        self, parent_inode: int, name: bytes, target: bytes, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        check_name(name)
+        with self.catalog.write() as txn:
+            parent = self._get(txn, parent_inode)
+            if txn.lookup(parent_inode, name) is not None:
+                raise fail(errno.EEXIST)
+            _, gid = self._new_owner(parent, stat.S_IFLNK, ctx)
+            inode = txn.new_inode(stat.S_IFLNK | 0o777, ctx.uid, gid)
+            inode.size = len(target)
+            txn.put_inode(inode)
+            txn.set_symlink(inode.ino, target)
+            txn.add_entry(parent_inode, name, inode.ino)
+            parent.touch()
+            txn.put_inode(parent)
+        return self._remember(inode)
+
+    @fuse_op
+    async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        check_name(name)
+        purge = None
+        with self.catalog.write() as txn:
+            parent = self._get(txn, parent_inode)
+            ino = txn.lookup(parent_inode, name)
+            if ino is None:
+                raise fail(errno.ENOENT)
+            inode = self._get(txn, ino)
+            if inode.is_dir:
+                raise fail(errno.EISDIR)
+            txn.remove_entry(parent_inode, name)
+            inode.nlink -= 1
+            inode.touch(mtime=False)
+            parent.touch()
+            txn.put_inode(parent)
+            txn.put_inode(inode)
+            if inode.nlink == 0 and self._drop_link(txn, inode):
+                purge = ino
+        if purge is not None:
+            self._purge(purge)
+
+    @fuse_op
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        check_name(name)
+        with self.catalog.write() as txn:
+            parent = self._get(txn, parent_inode)
+            ino = txn.lookup(parent_inode, name)
+            if ino is None:
+                raise fail(errno.ENOENT)
+            inode = self._get(txn, ino)
+            if not inode.is_dir:
+                raise fail(errno.ENOTDIR)
+            if txn.has_entries(ino):
+                raise fail(errno.ENOTEMPTY)
+            txn.remove_entry(parent_inode, name)
+            inode.nlink = 0
+            inode.touch(mtime=False)
+            txn.put_inode(inode)
+            parent.nlink -= 1
+            parent.touch()
+            txn.put_inode(parent)
+            self._drop_link(txn, inode)
+
+    @fuse_op
+    async def rename(
+        self,
+        parent_inode_old: int,
+        name_old: bytes,
+        parent_inode_new: int,
+        name_new: bytes,
+        flags: int,
+        ctx: pyfuse3.RequestContext,
+    ) -> None:
+        check_name(name_old)
+        check_name(name_new)
+        if flags & ~(pyfuse3.RENAME_NOREPLACE | pyfuse3.RENAME_EXCHANGE):
+            raise fail(errno.EINVAL)
+        purge = None
+        with self.catalog.write() as txn:
+            src_ino = txn.lookup(parent_inode_old, name_old)
+            if src_ino is None:
+                raise fail(errno.ENOENT)
+            dst_ino = txn.lookup(parent_inode_new, name_new)
+            old_parent = self._get(txn, parent_inode_old)
+            if parent_inode_new == parent_inode_old:
+                new_parent = old_parent  # one object, so no update to it is lost
+            else:
+                new_parent = self._get(txn, parent_inode_new)
+            src = self._get(txn, src_ino)
+            if flags & pyfuse3.RENAME_EXCHANGE:
+                if dst_ino is None:
+                    raise fail(errno.ENOENT)
+                self._exchange(txn, old_parent, name_old, src, new_parent, name_new, dst_ino)
+                return
+            if dst_ino is not None and flags & pyfuse3.RENAME_NOREPLACE:
+                raise fail(errno.EEXIST)
+            if dst_ino == src_ino:
+                return  # two names of one inode: POSIX says do nothing
+            if src.is_dir:
+                self._check_not_ancestor(txn, src_ino, parent_inode_new)
+            dst = None
+            if dst_ino is not None:
+                dst = self._get(txn, dst_ino)
+                if src.is_dir and not dst.is_dir:
+                    raise fail(errno.ENOTDIR)
+                if dst.is_dir and not src.is_dir:
+                    raise fail(errno.EISDIR)
+                if dst.is_dir and txn.has_entries(dst_ino):
+                    raise fail(errno.ENOTEMPTY)
+                txn.remove_entry(parent_inode_new, name_new)
+            txn.remove_entry(parent_inode_old, name_old)
+            txn.add_entry(parent_inode_new, name_new, src_ino)
+            src.touch(mtime=False)
+            if src.is_dir and parent_inode_old != parent_inode_new:
+                src.parent = parent_inode_new
+                old_parent.nlink -= 1
+                new_parent.nlink += 1
+            if dst is not None:
+                if dst.is_dir:
+                    dst.nlink = 0
+                    new_parent.nlink -= 1
+                else:
+                    dst.nlink -= 1
+                dst.touch(mtime=False)
+                txn.put_inode(dst)
+                if dst.nlink == 0 and self._drop_link(txn, dst):
+                    purge = dst.ino
+            old_parent.touch()
+            new_parent.touch()
+            txn.put_inode(src)
+            txn.put_inode(old_parent)
+            if new_parent.ino != old_parent.ino:
+                txn.put_inode(new_parent)
+        if purge is not None:
+            self._purge(purge)
+
+    def _exchange(
+        self,
+        txn: Txn,
+        old_parent: Inode,
+        name_old: bytes,
+        src: Inode,
+        new_parent: Inode,
+        name_new: bytes,
+        dst_ino: int,
+    ) -> None:
+        dst = self._get(txn, dst_ino)
+        if old_parent.ino != new_parent.ino:
+            if src.is_dir:
+                self._check_not_ancestor(txn, src.ino, new_parent.ino)
+            if dst.is_dir:
+                self._check_not_ancestor(txn, dst.ino, old_parent.ino)
+        txn.remove_entry(old_parent.ino, name_old)
+        txn.remove_entry(new_parent.ino, name_new)
+        txn.add_entry(old_parent.ino, name_old, dst.ino)
+        txn.add_entry(new_parent.ino, name_new, src.ino)
+        if src.is_dir != dst.is_dir and old_parent.ino != new_parent.ino:
+            moved_dir_to_new = 1 if src.is_dir else -1
+            new_parent.nlink += moved_dir_to_new
+            old_parent.nlink -= moved_dir_to_new
+        if src.is_dir:
+            src.parent = new_parent.ino
+        if dst.is_dir:
+            dst.parent = old_parent.ino
+        src.touch(mtime=False)
+        dst.touch(mtime=False)
+        old_parent.touch()
+        new_parent.touch()
+        for node in {n.ino: n for n in (src, dst, old_parent, new_parent)}.values():
+            txn.put_inode(node)
+
+    def _check_not_ancestor(self, txn: Txn, moved_dir: int, new_parent: int) -> None:
+        """A directory must not move into itself or its own subtree (EINVAL)."""
+        ino = new_parent
+        while True:
+            if ino == moved_dir:
+                raise fail(errno.EINVAL)
+            if ino == ROOT_INO:
+                return
+            ino = self._get(txn, ino).parent
+
+    @fuse_op
+    async def link(
+        self, inode: int, new_parent_inode: int, new_name: bytes, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        check_name(new_name)
+        with self.catalog.write() as txn:
+            node = self._get(txn, inode)
+            if node.is_dir:
+                raise fail(errno.EPERM)
+            if node.nlink == 0:
+                raise fail(errno.ENOENT)
+            parent = self._get(txn, new_parent_inode)
+            if txn.lookup(new_parent_inode, new_name) is not None:
+                raise fail(errno.EEXIST)
+            txn.add_entry(new_parent_inode, new_name, inode)
+            node.nlink += 1
+            node.touch(mtime=False)
+            parent.touch()
+            txn.put_inode(node)
+            txn.put_inode(parent)
+        return self._remember(node)
+
+    # -- directories --------------------------------------------------------------------
+    @fuse_op
+    async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
+        if not self._inode(inode).is_dir:
+            raise fail(errno.ENOTDIR)
+        return inode
+
+    @fuse_op
+    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        # Offsets are entry cookies: 1 and 2 are "." and "..", the rest grow with every
+        # new entry, so a listing never repeats or skips an entry that stays.
+        with self.catalog.read() as txn:
+            directory = self._get(txn, fh)
+            if start_id < 1 and not pyfuse3.readdir_reply(token, b".", self._attr(directory), 1):
+                return
+            if start_id < 2:
+                parent = self._get(txn, directory.parent or fh)
+                if not pyfuse3.readdir_reply(token, b"..", self._attr(parent), 2):
+                    return
+            for entry in txn.entries(fh, after_cookie=max(start_id, 2)):
+                child = txn.get_inode(entry.ino)
+                if child is None:
+                    continue
+                if not pyfuse3.readdir_reply(token, entry.name, self._attr(child), entry.cookie):
+                    return
+                self.lookups[entry.ino] = self.lookups.get(entry.ino, 0) + 1
+
+    @fuse_op
+    async def releasedir(self, fh: int) -> None:
+        return None
+
+    @fuse_op
+    async def fsyncdir(self, fh: int, datasync: bool) -> None:
+        await self.sync()
+
+    # -- files --------------------------------------------------------------------------
+    @fuse_op
+    async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
+        return await self._open(inode, flags)
+
+    async def _open(self, ino: int, flags: int) -> pyfuse3.FileInfo:
+        node = self._inode(ino)
+        if node.is_dir:
+            raise fail(errno.EISDIR)
+        if not node.is_reg:
+            raise fail(errno.EINVAL)
+        if node.hsm_state == HsmState.LOST:
+            log.error("inode %d is lost (no valid copy in the cache or the object store)", ino)
+            raise fail(errno.EIO)
+        writable = (flags & os.O_ACCMODE) != os.O_RDONLY
+        opened = self.open_inodes.get(ino)
+        if opened is None:
+            fd = await trio.to_thread.run_sync(self.cache.open, ino, limiter=self.io_limiter)
+            opened = self.open_inodes.get(ino)  # another open may have won the race
+            if opened is None:
+                opened = OpenInode(node, fd)
+                self.open_inodes[ino] = opened
+                self.catalog.live[ino] = node
+            else:
+                os.close(fd)
+        opened.handles += 1
+        if writable:
+            opened.writers += 1
+            if opened.writers == 1:
+                with self.catalog.write() as txn:
+                    txn.add_to(b"open_writes", ino)
+        fh = self._next_fh
+        self._next_fh += 1
+        self.handles[fh] = Handle(ino, writable)
+        if writable and flags & os.O_TRUNC and opened.inode.size:
+            await self._truncate(ino, 0)
+        return pyfuse3.FileInfo(fh=fh, keep_cache=True)
+
+    @fuse_op
+    async def create(
+        self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: pyfuse3.RequestContext
+    ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        inode = self._create_node(parent_inode, name, stat.S_IFREG | stat.S_IMODE(mode), ctx)
+        attr = self._remember(inode)
+        return await self._open(inode.ino, flags & ~os.O_TRUNC), attr
+
+    @fuse_op
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        opened = self.open_inodes[self.handles[fh].ino]
+        data = await trio.to_thread.run_sync(os.pread, opened.fd, size, off, limiter=self.io_limiter)
+        self.counters["reads"] += 1
+        self.counters["read_bytes"] += len(data)
+        return data
+
+    @fuse_op
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        handle = self.handles[fh]
+        opened = self.open_inodes[handle.ino]
+        written = await trio.to_thread.run_sync(
+            os.pwrite, opened.fd, buf, off, limiter=self.io_limiter
+        )
+        inode = opened.inode
+        inode.size = max(inode.size, off + written)
+        inode.touch()
+        self._mark_modified(inode)
+        self.catalog.dirty.add(inode.ino)
+        self.counters["writes"] += 1
+        self.counters["written_bytes"] += written
+        return written
+
+    @fuse_op
+    async def flush(self, fh: int) -> None:
+        ino = self.handles[fh].ino
+        if ino in self.catalog.dirty:
+            with self.catalog.write() as txn:
+                txn.put_inode(self.open_inodes[ino].inode)
+
+    @fuse_op
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        ino = self.handles[fh].ino
+        opened = self.open_inodes[ino]
+        sync = os.fdatasync if datasync else os.fsync
+        await trio.to_thread.run_sync(sync, opened.fd, limiter=self.io_limiter)
+        with self.catalog.write() as txn:
+            txn.put_inode(opened.inode)
+        await self.sync()
+
+    @fuse_op
+    async def release(self, fh: int) -> None:
+        handle = self.handles.pop(fh)
+        ino = handle.ino
+        opened = self.open_inodes[ino]
+        opened.handles -= 1
+        if handle.writable:
+            opened.writers -= 1
+        last_writer = handle.writable and opened.writers == 0
+        if last_writer or opened.handles == 0:
+            with self.catalog.write() as txn:
+                txn.put_inode(opened.inode)
+                if last_writer:
+                    txn.remove_from(b"open_writes", ino)
+        if opened.handles == 0:
+            del self.open_inodes[ino]
+            self.catalog.live.pop(ino, None)
+            os.close(opened.fd)
+            self._reap_if_unlinked(ino)
+
+    # -- extended attributes ------------------------------------------------------------
+    @fuse_op
+    async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+        if name.startswith(HSM_PREFIX):
+            return self.hsm_xattr(self._inode(inode), name)
+        with self.catalog.read() as txn:
+            value = txn.get_xattr(inode, name)
+        if value is None:
+            raise fail(pyfuse3.ENOATTR)
+        return value
+
+    def hsm_xattr(self, inode: Inode, name: bytes) -> bytes:
+        """The virtual ``user.hsm.*`` attributes; computed, never stored."""
+        if name == b"user.hsm.daemon" and inode.ino == ROOT_INO and self.daemon_info:
+            return json.dumps(self.daemon_info).encode()
+        if name == b"user.hsm.state" and inode.is_reg:
+            return HsmState(inode.hsm_state).name.lower().encode()
+        raise fail(pyfuse3.ENOATTR)
+
+    @fuse_op
+    async def setxattr(
+        self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext
+    ) -> None:
+        if name.startswith(HSM_PREFIX):
+            raise fail(errno.EPERM)  # reserved for the HSM
+        self._check_xattr_name(name)
+        if len(value) > XATTR_SIZE_MAX:
+            raise fail(errno.E2BIG)
+        with self.catalog.write() as txn:
+            node = self._get(txn, inode)
+            txn.set_xattr(inode, name, value)
+            node.touch(mtime=False)
+            txn.put_inode(node)
+
+    def _check_xattr_name(self, name: bytes) -> None:
+        if name.startswith(b"system."):
+            raise fail(errno.EOPNOTSUPP)  # POSIX ACLs are not supported
+        if len(name) > XATTR_NAME_MAX or not name:
+            raise fail(errno.ERANGE)
+
+    @fuse_op
+    async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
+        with self.catalog.read() as txn:
+            self._get(txn, inode)
+            return [name for name, _ in txn.xattrs(inode)]
+
+    @fuse_op
+    async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        if name.startswith(HSM_PREFIX):
+            raise fail(errno.EPERM)
+        with self.catalog.write() as txn:
+            node = self._get(txn, inode)
+            if not txn.remove_xattr(inode, name):
+                raise fail(pyfuse3.ENOATTR)
+            node.touch(mtime=False)
+            txn.put_inode(node)
+
+    # -- whole file system --------------------------------------------------------------
+    @fuse_op
+    async def access(self, inode: int, mode: int, ctx: pyfuse3.RequestContext) -> bool:
+        return True  # the kernel checks permissions (default_permissions)
+
+    @fuse_op
+    async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
+        st = await trio.to_thread.run_sync(os.statvfs, self.cache.root)
+        with self.catalog.read() as txn:
+            inodes = txn.stats().inodes
+        data = pyfuse3.StatvfsData()
+        data.f_bsize = st.f_bsize
+        data.f_frsize = st.f_frsize
+        data.f_blocks = st.f_blocks
+        data.f_bfree = st.f_bfree
+        data.f_bavail = st.f_bavail
+        data.f_files = inodes + st.f_ffree
+        data.f_ffree = st.f_ffree
+        data.f_favail = st.f_favail
+        data.f_namemax = NAME_MAX
+        return data
+
+    async def sync(self) -> None:
+        """Make every committed change durable (catalog and pending inode updates)."""
+        self.catalog.flush_dirty()
+        await trio.to_thread.run_sync(self.catalog.sync, limiter=self.io_limiter)
+
+    def statistics(self) -> dict[str, Any]:
+        with self.catalog.read() as txn:
+            cat = txn.stats()
+        return {
+            "inodes": cat.inodes,
+            "entries": cat.entries,
+            "catalog_bytes": cat.used_bytes,
+            "open_files": len(self.open_inodes),
+            "open_handles": len(self.handles),
+            "kernel_references": len(self.lookups),
+            "unflushed_inodes": len(self.catalog.dirty),
+            "orphans": cat.orphans,
+            **self.counters,
+        }

@@ -1,0 +1,185 @@
+"""Start-up and shut-down of one hsmfs mount: lock, catalog recovery, FUSE, tasks, signals."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import signal
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyfuse3
+import trio
+
+from .cache import CacheDir
+from .catalog import Catalog
+from .config import Config, load_config
+from .control import ControlServer
+from .errors import MountError
+from .fs import HsmFs
+from .lock import StateLock
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MountOptions:
+    mountpoint: Path
+    cache_dir: Path
+    state_dir: Path
+    config_file: Path | None = None
+
+
+def recover(catalog: Catalog, cache: CacheDir) -> None:
+    """Bring the catalog in line with the cache after the daemon stopped.
+
+    Always: inodes unlinked while still open are deleted (the kernel's references died
+    with the old mount). After a crash, also: files that were open for writing take their
+    size from the cache file, which holds every byte that was acknowledged.
+    """
+    with catalog.read() as txn:
+        unclean = txn.meta(b"clean") != b"1"
+    purged: list[int] = []
+    resized = 0
+    with catalog.write() as txn:
+        for ino in txn.members(b"open_writes"):
+            inode = txn.get_inode(ino)
+            size = cache.size(ino)
+            if inode is not None and size is not None and inode.size != size:
+                inode.size = size
+                txn.put_inode(inode)
+                resized += 1
+            txn.remove_from(b"open_writes", ino)
+        for ino in txn.members(b"orphans"):
+            txn.delete_inode(ino)
+            purged.append(ino)
+        txn.set_meta(b"clean", b"0")
+    for ino in purged:
+        cache.remove(ino)
+    catalog.sync()
+    if unclean:
+        log.warning(
+            "the previous daemon did not shut down cleanly: recovered the size of %d file(s) "
+            "that were open for writing, removed %d unlinked file(s)",
+            resized,
+            len(purged),
+        )
+
+
+def clear_stale_mount(mountpoint: Path) -> None:
+    """A daemon killed with -9 leaves a dead mount ("transport endpoint not connected")."""
+    try:
+        os.stat(mountpoint)
+    except OSError as exc:
+        if exc.errno != errno.ENOTCONN:
+            raise MountError(f"cannot use mount point {mountpoint}: {exc.strerror}") from None
+        log.warning("removing the stale mount at %s left by a daemon that died", mountpoint)
+        subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], check=False)
+        return
+    if not mountpoint.is_dir():
+        raise MountError(f"mount point {mountpoint} is not a directory; create it first")
+    if os.path.ismount(mountpoint):
+        raise MountError(f"{mountpoint} is already a mount point; unmount it first")
+
+
+class Daemon:
+    """One mounted hsmfs: owns the lock, the catalog and the FUSE session."""
+
+    def __init__(self, options: MountOptions) -> None:
+        self.options = options
+        self.config: Config = load_config(options.config_file)
+        self.lock = StateLock(options.state_dir, f"mounted at {options.mountpoint}")
+        self.fs: HsmFs | None = None
+        self._cancel: trio.CancelScope | None = None
+
+    def run(self, on_ready: Callable[[], None]) -> None:
+        opts = self.options
+        clear_stale_mount(opts.mountpoint)
+        with self.lock:
+            catalog = Catalog(opts.state_dir / "catalog")
+            try:
+                cache = CacheDir(opts.cache_dir)
+                recover(catalog, cache)
+                self.fs = HsmFs(catalog, cache, self.config)
+                self.fs.daemon_info = {
+                    "pid": os.getpid(),
+                    "control": str(opts.state_dir / "control.sock"),
+                    "state": str(opts.state_dir),
+                    "cache": str(opts.cache_dir),
+                    "mountpoint": str(opts.mountpoint),
+                }
+                fuse_options = set(pyfuse3.default_options)
+                fuse_options |= {"fsname=hsmfs", "subtype=hsmfs", "noatime"}
+                if self.config.fs.allow_other:
+                    fuse_options.add("allow_other")
+                try:
+                    pyfuse3.init(self.fs, str(opts.mountpoint), fuse_options)
+                except RuntimeError as exc:
+                    raise MountError(f"cannot mount {opts.mountpoint}: {exc}") from None
+                try:
+                    trio.run(self._serve, on_ready)
+                finally:
+                    pyfuse3.close(unmount=True)
+                    log.info("unmounted %s", opts.mountpoint)
+            finally:
+                catalog.flush_dirty()
+                with catalog.write() as txn:
+                    txn.set_meta(b"clean", b"1")
+                catalog.sync()
+                catalog.close()
+
+    async def _serve(self, on_ready: Callable[[], None]) -> None:
+        assert self.fs is not None
+        control = ControlServer(self.options.state_dir / "control.sock")
+        control.command("status", self._status)
+        async with trio.open_nursery() as nursery:
+            self._cancel = nursery.cancel_scope
+            nursery.start_soon(self._fuse_main, nursery.cancel_scope)
+            nursery.start_soon(self._signals)
+            nursery.start_soon(self._periodic_sync)
+            await nursery.start(control.serve)
+            # Ready only once the mount answers a request through the kernel.
+            await trio.to_thread.run_sync(os.stat, self.options.mountpoint)
+            log.info("mounted %s (state %s, cache %s)", *self._paths())
+            on_ready()
+
+    def _paths(self) -> tuple[Path, Path, Path]:
+        o = self.options
+        return o.mountpoint, o.state_dir, o.cache_dir
+
+    async def _fuse_main(self, scope: trio.CancelScope) -> None:
+        await pyfuse3.main(max_tasks=self.config.fs.max_tasks)
+        scope.cancel()  # unmounted from outside, or terminate() after a signal
+
+    async def _signals(self) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    self.reload()
+                    continue
+                log.info("%s received: unmounting", signal.Signals(signum).name)
+                pyfuse3.terminate()
+
+    def reload(self) -> None:
+        try:
+            new = load_config(self.options.config_file)
+        except Exception as exc:
+            log.error("configuration not reloaded: %s", exc)
+            return
+        self.config = new
+        if self.fs is not None:
+            self.fs.config = new
+        log.info("configuration reloaded from %s", self.options.config_file)
+
+    async def _periodic_sync(self) -> None:
+        assert self.fs is not None
+        while True:
+            await trio.sleep(self.config.fs.sync_interval)
+            await self.fs.sync()
+
+    async def _status(self, request: dict) -> dict:
+        assert self.fs is not None
+        return {"ok": True, "daemon": self.fs.daemon_info, "fs": self.fs.statistics()}
