@@ -92,7 +92,12 @@ class HsmFs(pyfuse3.Operations):
         self.handles: dict[int, Handle] = {}
         self._next_fh = 1
         self.daemon_info: dict[str, Any] = {}
-        self.counters: dict[str, int] = {"reads": 0, "writes": 0, "read_bytes": 0, "written_bytes": 0}
+        self.counters: dict[str, int] = {
+            "reads": 0,
+            "writes": 0,
+            "read_bytes": 0,
+            "written_bytes": 0,
+        }
 
     # -- helpers ------------------------------------------------------------------------
     def _attr(self, inode: Inode) -> pyfuse3.EntryAttributes:
@@ -582,7 +587,9 @@ class HsmFs(pyfuse3.Operations):
     @fuse_op
     async def read(self, fh: int, off: int, size: int) -> bytes:
         opened = self.open_inodes[self.handles[fh].ino]
-        data = await trio.to_thread.run_sync(os.pread, opened.fd, size, off, limiter=self.io_limiter)
+        data = await trio.to_thread.run_sync(
+            os.pread, opened.fd, size, off, limiter=self.io_limiter
+        )
         self.counters["reads"] += 1
         self.counters["read_bytes"] += len(data)
         return data

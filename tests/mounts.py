@@ -7,13 +7,20 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 MOUNT_TIMEOUT = 60.0
 
 
-def wait_for(predicate, timeout: float = 60.0, interval: float = 0.02, what: str = "condition"):  # noqa: ANN001, ANN201
+def wait_for(
+    predicate: Callable[[], Any],
+    timeout: float = 60.0,
+    interval: float = 0.02,
+    what: str = "condition",
+) -> Any:
     """Wait until predicate() is truthy; fail the test with `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
