@@ -1,0 +1,251 @@
+"""hsmfs fsck: check the catalog against itself and against the cache; repair what it can.
+
+Each ``check_*`` method looks for one kind of damage, reports every finding, and repairs
+it unless this is a dry run. Exit codes (as e2fsck): 0 clean, 1 damage found and
+repaired, 4 damage left (dry run, or not repairable).
+"""
+
+from __future__ import annotations
+
+import stat
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+
+from .cache import CacheDir
+from .catalog import FIRST_COOKIE, ROOT_INO, Catalog, HsmState, Txn
+from .errors import CatalogError
+from .lock import StateLock
+
+LOST_AND_FOUND = b"lost+found"
+
+
+@dataclass
+class Finding:
+    check: str
+    message: str
+    repaired: bool
+
+
+class Fsck:
+    def __init__(self, catalog: Catalog, cache: CacheDir, *, repair: bool = True) -> None:
+        self.catalog = catalog
+        self.cache = cache
+        self.repair = repair
+        self.findings: list[Finding] = []
+        self._check = ""
+
+    def found(self, message: str) -> bool:
+        """Record a finding; True if the caller should repair it."""
+        self.findings.append(Finding(self._check, message, self.repair))
+        return self.repair
+
+    def run(self) -> list[Finding]:
+        checks = [
+            self.check_orphans,
+            self.check_dangling_entries,
+            self.check_cookie_index,
+            self.check_unreachable,
+            self.check_link_counts,
+            self.check_directory_parents,
+            self.check_cache_orphans,
+            self.check_missing_data,
+            self.check_sizes,
+            self.check_counters,
+        ]
+        for check in checks:
+            self._check = check.__name__.removeprefix("check_")
+            raw = self.catalog.env.begin(write=True)
+            try:
+                check(Txn(self.catalog, raw))
+            except BaseException:
+                raw.abort()
+                raise
+            if self.repair:
+                raw.commit()
+            else:
+                raw.abort()
+        self.catalog.sync()
+        return self.findings
+
+    def check_orphans(self, txn: Txn) -> None:
+        """Inodes unlinked while open are deleted at the next mount; do it now."""
+        for ino in txn.members(b"orphans"):
+            inode = txn.get_inode(ino)
+            if inode is not None and inode.nlink > 0:
+                if self.found(f"inode {ino} is listed as unlinked but has {inode.nlink} link(s)"):
+                    txn.remove_from(b"orphans", ino)
+            elif self.found(f"inode {ino} was unlinked while open; deleting it"):
+                txn.delete_inode(ino)
+                self.cache.remove(ino)
+
+    def check_dangling_entries(self, txn: Txn) -> None:
+        """Directory entries must name an existing inode in an existing directory."""
+        for parent, entry in list(txn.all_entries()):
+            parent_inode = txn.get_inode(parent)
+            if parent_inode is None or not parent_inode.is_dir:
+                problem = f"entry {entry.name!r} is in inode {parent}, which is not a directory"
+            elif txn.get_inode(entry.ino) is None:
+                problem = (
+                    f"entry {entry.name!r} in directory {parent} names missing inode {entry.ino}"
+                )
+            else:
+                continue
+            if self.found(problem + "; removing the entry"):
+                txn.remove_entry(parent, entry.name)
+
+    def check_cookie_index(self, txn: Txn) -> None:
+        """The readdir index and the name index must describe the same entries."""
+        by_key = {(parent, entry.name): entry.cookie for parent, entry in txn.all_entries()}
+        seen = set()
+        for parent, cookie, name in list(txn.all_cookies()):
+            if by_key.get((parent, name)) != cookie:
+                if self.found(f"readdir index of directory {parent} has a stale entry {name!r}"):
+                    txn.delete_cookie(parent, cookie)
+            else:
+                seen.add((parent, name))
+        for parent, name in by_key.keys() - seen:
+            if self.found(f"entry {name!r} of directory {parent} is missing from readdir"):
+                ino = txn.lookup(parent, name)
+                assert ino is not None
+                txn.delete_dentry(parent, name)
+                txn.add_entry(parent, name, ino)
+
+    def check_unreachable(self, txn: Txn) -> None:
+        """Linked inodes without any directory entry go to /lost+found."""
+        referenced = {entry.ino for _, entry in txn.all_entries()}
+        orphans = set(txn.members(b"orphans"))
+        for inode in list(txn.inodes()):
+            if inode.ino == ROOT_INO or inode.ino in referenced or inode.ino in orphans:
+                continue
+            if inode.nlink == 0:
+                if self.found(f"inode {inode.ino} has no links and no entry; deleting it"):
+                    txn.delete_inode(inode.ino)
+                    self.cache.remove(inode.ino)
+                continue
+            name = f"#{inode.ino}".encode()
+            if self.found(
+                f"inode {inode.ino} is unreachable; moving it to /lost+found/{name.decode()}"
+            ):
+                lost_found = self._lost_and_found(txn)
+                txn.add_entry(lost_found, name, inode.ino)
+                if inode.is_dir:
+                    inode.parent = lost_found
+                    txn.put_inode(inode)
+
+    def _lost_and_found(self, txn: Txn) -> int:
+        ino = txn.lookup(ROOT_INO, LOST_AND_FOUND)
+        if ino is not None:
+            return ino
+        node = txn.new_inode(stat.S_IFDIR | 0o700, 0, 0, parent=ROOT_INO)
+        txn.add_entry(ROOT_INO, LOST_AND_FOUND, node.ino)
+        root = txn.get_inode(ROOT_INO)
+        assert root is not None
+        root.nlink += 1
+        txn.put_inode(root)
+        return node.ino
+
+    def check_link_counts(self, txn: Txn) -> None:
+        """nlink: the number of entries naming a file; 2 + subdirectories for a directory."""
+        names: Counter[int] = Counter()
+        subdirs: Counter[int] = Counter()
+        for parent, entry in txn.all_entries():
+            names[entry.ino] += 1
+            child = txn.get_inode(entry.ino)
+            if child is not None and child.is_dir:
+                subdirs[parent] += 1
+        for inode in list(txn.inodes()):
+            if inode.ino not in names and inode.ino != ROOT_INO:
+                continue  # orphans, handled above
+            expected = 2 + subdirs[inode.ino] if inode.is_dir else names[inode.ino]
+            if inode.nlink != expected and self.found(
+                f"inode {inode.ino} has link count {inode.nlink}, expected {expected}; fixing"
+            ):
+                inode.nlink = expected
+                txn.put_inode(inode)
+
+    def check_directory_parents(self, txn: Txn) -> None:
+        """A directory's ".." must be the directory that holds its entry."""
+        for parent, entry in list(txn.all_entries()):
+            child = txn.get_inode(entry.ino)
+            if child is not None and child.is_dir and child.parent != parent:
+                if self.found(
+                    f"directory {entry.ino} says its parent is {child.parent}, not {parent}"
+                ):
+                    child.parent = parent
+                    txn.put_inode(child)
+
+    def check_cache_orphans(self, txn: Txn) -> None:
+        """Cache files of inodes the catalog does not know are garbage."""
+        for ino, path in list(self.cache.inodes()):
+            inode = txn.get_inode(ino) if ino > 0 else None
+            if inode is None or not inode.is_reg:
+                if self.found(f"cache file {path} belongs to no file; deleting it"):
+                    path.unlink(missing_ok=True)
+
+    def check_missing_data(self, txn: Txn) -> None:
+        """A file whose only data should be in the cache but is not there is lost."""
+        for inode in list(txn.inodes()):
+            if not inode.is_reg or inode.hsm_state in (HsmState.RELEASED, HsmState.LOST):
+                continue
+            if not self.cache.exists(inode.ino):
+                if inode.hsm_state == HsmState.ARCHIVED:
+                    message = f"file inode {inode.ino} has no cache data; marking it released"
+                    new_state = HsmState.RELEASED  # the object store still has a copy
+                elif inode.size == 0:
+                    message = f"empty file inode {inode.ino} has no cache file; recreating it"
+                    new_state = HsmState(inode.hsm_state)
+                else:
+                    message = f"file inode {inode.ino} has lost its data; marking it lost"
+                    new_state = HsmState.LOST
+                if self.found(message):
+                    if new_state == inode.hsm_state:
+                        self.cache.create_empty(inode.ino)
+                    inode.hsm_state = new_state
+                    txn.put_inode(inode)
+
+    def check_sizes(self, txn: Txn) -> None:
+        """For local data the cache file is the truth: every acknowledged byte is there."""
+        for inode in list(txn.inodes()):
+            if not inode.is_reg or inode.hsm_state != HsmState.DIRTY:
+                continue
+            size = self.cache.size(inode.ino)
+            if size is not None and size != inode.size:
+                if self.found(
+                    f"file inode {inode.ino} has size {inode.size}, its data {size}; fixing"
+                ):
+                    inode.size = size
+                    txn.put_inode(inode)
+
+    def check_counters(self, txn: Txn) -> None:
+        """The next inode number and entry cookie must be above every one in use."""
+        max_ino = max((inode.ino for inode in txn.inodes()), default=ROOT_INO)
+        max_cookie = max((cookie for _, cookie, _ in txn.all_cookies()), default=FIRST_COOKIE)
+        for key, floor in ((b"next_ino", max_ino + 1), (b"next_cookie", max_cookie + 1)):
+            if int(txn.meta(key) or b"0") < floor and self.found(
+                f"counter {key.decode()} is below {floor}; raising it"
+            ):
+                txn.set_meta(key, str(floor).encode())
+
+
+def run_fsck(state_dir: Path, cache_dir: Path, *, repair: bool) -> int:
+    console = Console(stderr=False, highlight=False)
+    if not (state_dir / "catalog" / "data.mdb").exists():
+        raise CatalogError(f"no hsmfs catalog in {state_dir}; check the --state path")
+    with StateLock(state_dir, "hsmfs fsck"):
+        catalog = Catalog(state_dir / "catalog")
+        try:
+            findings = Fsck(catalog, CacheDir(cache_dir), repair=repair).run()
+        finally:
+            catalog.close()
+    for f in findings:
+        action = "repaired" if f.repaired else "NOT repaired"
+        console.print(f"[bold]{f.check}[/]: {f.message} [{action}]")
+    if not findings:
+        console.print(f"hsmfs fsck: {state_dir} is clean")
+        return 0
+    left = sum(1 for f in findings if not f.repaired)
+    console.print(f"hsmfs fsck: {len(findings)} finding(s), {left} left unrepaired")
+    return 4 if left else 1
