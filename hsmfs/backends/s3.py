@@ -1,0 +1,564 @@
+"""s3://BUCKET/PREFIX through boto3: verified multipart uploads, parallel ranged downloads.
+
+Upload verification: the file is read once before the upload to get its MD5 and, for a
+multipart upload, the MD5 of every part (the part size is the one s3transfer will use).
+The MD5 goes into the object's metadata; afterwards HEAD must report the same size and
+the ETag S3 computes from the bytes it received (the MD5 for a single PUT, MD5 of the
+part MD5s plus "-N" for N parts). Any difference raises UploadNotVerified.
+
+botocore's own retries are off: @retry (common.py) is the only retry layer, so the
+configured attempts and deadline bound how long an unreachable endpoint can stall a call.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import re
+import threading
+from collections import deque
+from collections.abc import Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+import boto3
+import botocore.config
+import botocore.exceptions
+from boto3.exceptions import S3UploadFailedError
+from boto3.s3.transfer import TransferConfig
+from s3transfer.utils import ChunksizeAdjuster
+
+from .common import (
+    MD5_METADATA_KEY,
+    AccessDenied,
+    EmptyReader,
+    NoSuchObject,
+    ObjectInfo,
+    ObjectReader,
+    ObjectStore,
+    ObjectStoreError,
+    PermanentFailure,
+    ProgressCallback,
+    StoreOptions,
+    TemporaryFailure,
+    UploadNotVerified,
+    check_key,
+    retry,
+    verify_download,
+)
+
+if TYPE_CHECKING:
+    from hashlib import _Hash as Hasher
+
+HASH_BLOCK = 8 * 1024 * 1024
+STREAM_CHUNK = 1024 * 1024
+THROTTLING_CODES = {
+    "SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded",
+    "TooManyRequests", "RequestTimeout", "InternalError", "ServiceUnavailable",
+}  # fmt: skip
+NOT_FOUND_CODES = {"NoSuchKey", "404", "NotFound"}
+DENIED_CODES = {"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"}
+CONTENT_RANGE = re.compile(r"bytes \d+-\d+/(\d+)")
+
+
+@dataclass(frozen=True)
+class FileDigest:
+    """MD5 of a file and the ETag S3 will compute for it when uploaded in `part_size` parts."""
+
+    size: int
+    md5: str
+    etag: str
+
+
+def digest_file(path: Path, part_size: int | None) -> FileDigest:
+    """Hash `path` in one read; part MD5s (if `part_size`) on a second core meanwhile."""
+    whole = hashlib.md5()
+    parts: list[bytes] = []
+    part_hash = hashlib.md5()
+    part_filled = 0
+
+    def add_to_part(block: bytes) -> None:
+        nonlocal part_hash, part_filled
+        part_hash.update(block)
+        part_filled += len(block)
+        if part_filled == part_size:
+            parts.append(part_hash.digest())
+            part_hash, part_filled = hashlib.md5(), 0
+
+    size = 0
+    with open(path, "rb") as source, ThreadPoolExecutor(1) as helper:
+        pending: Future[None] | None = None
+        while True:
+            # Blocks never straddle a part boundary, so add_to_part sees whole parts.
+            want = HASH_BLOCK if not part_size else min(HASH_BLOCK, part_size - size % part_size)
+            block = source.read(want)
+            if not block:
+                break
+            size += len(block)
+            if part_size:
+                if pending:
+                    pending.result()
+                pending = helper.submit(add_to_part, block)
+            whole.update(block)
+        if pending:
+            pending.result()
+    md5 = whole.hexdigest()
+    if not part_size:
+        return FileDigest(size, md5, md5)
+    if part_filled:
+        parts.append(part_hash.digest())
+    return FileDigest(size, md5, f"{hashlib.md5(b''.join(parts)).hexdigest()}-{len(parts)}")
+
+
+def mask_url(url: str) -> str:
+    """`url` without user name and password."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class S3Store(ObjectStore):
+    """Objects under `prefix` in one S3 bucket."""
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        endpoint: str | None = None,
+        region: str | None = None,
+        addressing: str = "auto",
+        verify: bool | str = True,
+        profile: str | None = None,
+        options: StoreOptions | None = None,
+    ) -> None:
+        super().__init__(options or StoreOptions())
+        opts = self.options
+        self.bucket = bucket
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self.endpoint = endpoint
+        self.region = region
+        self.addressing = addressing
+        self.verify = verify
+        try:
+            session = boto3.session.Session(profile_name=profile)
+        except botocore.exceptions.ProfileNotFound:
+            raise PermanentFailure(
+                f"AWS profile {profile!r} not found; check ~/.aws/config or the backend URL"
+            ) from None
+        config = botocore.config.Config(
+            region_name=region,
+            connect_timeout=opts.connect_timeout,
+            read_timeout=opts.read_timeout,
+            max_pool_connections=opts.max_pool_connections,
+            retries={"mode": "standard", "total_max_attempts": 1},
+            s3={"addressing_style": addressing},
+        )
+        self.client: Any = session.client("s3", endpoint_url=endpoint, verify=verify, config=config)
+        self.transfer_config = TransferConfig(
+            multipart_threshold=opts.multipart_threshold,
+            multipart_chunksize=opts.multipart_chunksize,
+            max_concurrency=opts.transfer_concurrency,
+            preferred_transfer_client="classic",  # the ETag math relies on its part sizes
+        )
+        self._downloaders = ThreadPoolExecutor(
+            opts.max_pool_connections, thread_name_prefix="s3-range"
+        )
+
+    def describe(self) -> str:
+        query = [f"addressing={self.addressing}", f"verify={str(self.verify).lower()}"]
+        if self.endpoint:
+            query.insert(0, f"endpoint={mask_url(self.endpoint)}")
+        if self.region:
+            query.insert(1, f"region={self.region}")
+        return f"s3://{self.bucket}/{self.prefix}?{'&'.join(query)}"
+
+    def close(self) -> None:
+        self._downloaders.shutdown(wait=True)
+        self.client.close()
+
+    # --- keys and errors ----------------------------------------------------------------
+
+    def _full_key(self, key: str) -> str:
+        return self.prefix + check_key(key)
+
+    def _name(self, key: str | None) -> str:
+        return f"s3://{self.bucket}/{self.prefix}{key or ''}"
+
+    def _translate(self, exc: BaseException, key: str | None) -> BaseException:
+        """The store exception for a boto3/botocore error about `key` (None: the bucket)."""
+        what = self._name(key)
+        if isinstance(exc, ObjectStoreError):
+            return exc
+        if isinstance(exc, S3UploadFailedError) and exc.__context__ is not None:
+            return self._translate(exc.__context__, key)
+        if isinstance(exc, botocore.exceptions.ClientError):
+            error = exc.response.get("Error", {})
+            code = str(error.get("Code", ""))
+            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+            message = error.get("Message") or code
+            if code == "NoSuchBucket":
+                return PermanentFailure(
+                    f"{what}: bucket {self.bucket} does not exist; create it or fix the backend URL"
+                )
+            if code in NOT_FOUND_CODES:
+                return NoSuchObject(f"{what}: no such object")
+            if code in DENIED_CODES or status == 403:
+                return AccessDenied(
+                    f"{what}: access denied ({code}); check the AWS credentials "
+                    "(environment, profile or credentials file) and the bucket policy"
+                )
+            if status >= 500 or status == 429 or code in THROTTLING_CODES:
+                return TemporaryFailure(f"{what}: {code} (HTTP {status}): {message}; will retry")
+            return ObjectStoreError(f"{what}: {code} (HTTP {status}): {message}")
+        if isinstance(
+            exc,
+            botocore.exceptions.NoCredentialsError | botocore.exceptions.PartialCredentialsError,
+        ):
+            return AccessDenied(
+                f"{what}: no usable AWS credentials; set AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY, AWS_PROFILE or a credentials file"
+            )
+        if isinstance(exc, botocore.exceptions.HTTPClientError | ConnectionError | TimeoutError):
+            endpoint = mask_url(self.endpoint) if self.endpoint else "S3"
+            return TemporaryFailure(
+                f"{what}: endpoint {endpoint} unreachable or timed out "
+                f"({type(exc).__name__}); check the network and the endpoint"
+            )
+        if isinstance(exc, botocore.exceptions.BotoCoreError):
+            return ObjectStoreError(f"{what}: {exc}")
+        return exc
+
+    def _call(self, key: str | None, operation: str, **params: Any) -> Any:
+        """One S3 request, with errors translated."""
+        self.stats.count("requests")
+        try:
+            return getattr(self.client, operation)(Bucket=self.bucket, **params)
+        except Exception as exc:
+            raise self._translate(exc, key) from exc
+
+    def _info(self, key: str, response: Mapping[str, Any], size: int) -> ObjectInfo:
+        metadata = dict(response.get("Metadata", {}))
+        return ObjectInfo(
+            key=key,
+            size=size,
+            md5=metadata.get(MD5_METADATA_KEY),
+            mtime=response["LastModified"].timestamp(),
+            metadata=metadata,
+            etag=str(response.get("ETag", "")).strip('"') or None,
+        )
+
+    # --- small operations ---------------------------------------------------------------
+
+    @retry
+    def ping(self) -> None:
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except botocore.exceptions.ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code")) in ("404", "NoSuchBucket"):
+                raise PermanentFailure(
+                    f"{self._name(None)}: bucket {self.bucket} does not exist; create it or "
+                    "fix the backend URL"
+                ) from exc
+            raise self._translate(exc, None) from exc
+        except Exception as exc:
+            raise self._translate(exc, None) from exc
+
+    @retry
+    def head(self, key: str) -> ObjectInfo | None:
+        try:
+            response = self._call(key, "head_object", Key=self._full_key(key))
+        except NoSuchObject:
+            return None
+        return self._info(key, response, response["ContentLength"])
+
+    @retry
+    def delete(self, key: str) -> None:
+        self._call(key, "delete_object", Key=self._full_key(key))
+        self.stats.count("deletes")
+
+    @retry
+    def _list_page(self, prefix: str, token: str | None) -> dict[str, Any]:
+        params = {"Prefix": self.prefix + prefix}
+        if token:
+            params["ContinuationToken"] = token
+        return self._call(prefix, "list_objects_v2", **params)
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        token: str | None = None
+        while True:
+            page = self._list_page(prefix, token)
+            for item in page.get("Contents", []):
+                yield ObjectInfo(
+                    key=item["Key"][len(self.prefix) :],
+                    size=item["Size"],
+                    md5=None,
+                    mtime=item["LastModified"].timestamp(),
+                    etag=str(item.get("ETag", "")).strip('"') or None,
+                )
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return
+
+    @retry
+    def put_bytes(
+        self, key: str, data: bytes, *, metadata: Mapping[str, str] | None = None
+    ) -> ObjectInfo:
+        digest = hashlib.md5(data)
+        self._call(
+            key,
+            "put_object",
+            Key=self._full_key(key),
+            Body=data,
+            ContentMD5=base64.b64encode(digest.digest()).decode(),
+            Metadata={**(metadata or {}), MD5_METADATA_KEY: digest.hexdigest()},
+        )
+        self.stats.count("bytes_up", len(data))
+        return self._verify_upload(
+            key, FileDigest(len(data), digest.hexdigest(), digest.hexdigest())
+        )
+
+    @retry
+    def get_bytes(self, key: str) -> bytes:
+        response = self._call(key, "get_object", Key=self._full_key(key))
+        try:
+            data = response["Body"].read()
+        except Exception as exc:
+            raise self._translate(exc, key) from exc
+        info = self._info(key, response, response["ContentLength"])
+        verify_download(self._name(key), info, len(data), hashlib.md5(data).hexdigest(), None)
+        self.stats.count("bytes_down", len(data))
+        return data
+
+    # --- upload -------------------------------------------------------------------------
+
+    def _part_size(self, size: int) -> int | None:
+        """The part size s3transfer will use for a file of `size` bytes (None: one PUT)."""
+        if size < self.transfer_config.multipart_threshold:
+            return None
+        return ChunksizeAdjuster().adjust_chunksize(self.transfer_config.multipart_chunksize, size)
+
+    @retry
+    def upload(
+        self,
+        key: str,
+        local_path: Path,
+        *,
+        metadata: Mapping[str, str] | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> ObjectInfo:
+        full_key = self._full_key(key)
+        try:
+            digest = digest_file(local_path, self._part_size(os.stat(local_path).st_size))
+        except OSError as exc:
+            raise ObjectStoreError(f"cannot read {local_path} to upload: {exc.strerror}") from exc
+        self.stats.count("requests")
+        try:
+            self.client.upload_file(
+                str(local_path),
+                self.bucket,
+                full_key,
+                ExtraArgs={"Metadata": {**(metadata or {}), MD5_METADATA_KEY: digest.md5}},
+                Config=self.transfer_config,
+                Callback=progress,
+            )
+        except Exception as exc:
+            raise self._translate(exc, key) from exc
+        self.stats.count("uploads")
+        self.stats.count("bytes_up", digest.size)
+        return self._verify_upload(key, digest, local_path)
+
+    def _verify_upload(
+        self, key: str, digest: FileDigest, local_path: Path | None = None
+    ) -> ObjectInfo:
+        response = self._call(key, "head_object", Key=self._full_key(key))
+        info = self._info(key, response, response["ContentLength"])
+        source = f" from {local_path}" if local_path else ""
+        problems = []
+        if info.size != digest.size:
+            problems.append(f"size {info.size} != {digest.size}")
+        if info.etag != digest.etag:
+            problems.append(f"ETag {info.etag} != expected {digest.etag}")
+        if info.md5 != digest.md5:
+            problems.append(f"md5 metadata {info.md5} != {digest.md5}")
+        if problems:
+            raise UploadNotVerified(
+                f"{self._name(key)}: upload{source} not confirmed ({'; '.join(problems)}); "
+                "the file may have changed during the upload: archive it again"
+            )
+        return info
+
+    # --- reading ------------------------------------------------------------------------
+
+    def _get(self, key: str, start: int, end: int | None, etag: str | None = None) -> Any:
+        params: dict[str, Any] = {"Key": self._full_key(key)}
+        if start or end is not None:
+            params["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
+        if etag:
+            params["IfMatch"] = f'"{etag}"'
+        return self._call(key, "get_object", **params)
+
+    @retry
+    def open_range(self, key: str, start: int = 0, end: int | None = None) -> ObjectReader:
+        if end is not None and end <= start:
+            return self._empty_reader(key, start)
+        try:
+            response = self._get(key, start, end)
+        except ObjectStoreError as exc:
+            if isinstance(exc.__cause__, botocore.exceptions.ClientError) and (
+                exc.__cause__.response.get("Error", {}).get("Code") == "InvalidRange"
+            ):
+                return self._empty_reader(key, start)  # start is at or past the end
+            raise
+        total = response["ContentLength"]
+        if match := CONTENT_RANGE.match(response.get("ContentRange", "")):
+            total = int(match.group(1))
+        info = self._info(key, response, total)
+        self.stats.count("range_reads")
+        return S3Reader(self, response, info, start, start + response["ContentLength"])
+
+    def _empty_reader(self, key: str, start: int) -> ObjectReader:
+        info = self.head(key)
+        if info is None:
+            raise NoSuchObject(f"{self._name(key)}: no such object")
+        return EmptyReader(info, start, start)
+
+    def download(
+        self,
+        key: str,
+        local_path: Path,
+        *,
+        start: int = 0,
+        progress: ProgressCallback | None = None,
+    ) -> ObjectInfo:
+        info = self.head(key)
+        if info is None:
+            raise NoSuchObject(f"{self._name(key)}: no such object")
+        if start > info.size:
+            start = 0  # the partial file is not a prefix of this object
+        md5 = hashlib.md5()
+        fd = os.open(local_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            start = min(start, os.fstat(fd).st_size)
+            chunk = self.options.multipart_chunksize
+            ranges = deque(
+                (offset, min(offset + chunk, info.size))
+                for offset in range(start, info.size, chunk)
+            )
+            in_flight: deque[Future[None]] = deque()
+            failed = threading.Event()
+
+            def submit_next() -> None:
+                offset, stop = ranges.popleft()
+                in_flight.append(
+                    self._downloaders.submit(self._fetch_range, key, info, offset, stop, fd, failed)
+                )
+
+            for _ in range(min(self.options.transfer_concurrency, len(ranges))):
+                submit_next()
+            hash_region(fd, 0, start, md5)  # while the first ranges arrive
+            try:
+                offset = start
+                while in_flight:
+                    in_flight.popleft().result()
+                    if ranges:
+                        submit_next()
+                    stop = min(offset + chunk, info.size)
+                    hash_region(fd, offset, stop, md5)
+                    if progress:
+                        progress(stop - offset)
+                    offset = stop
+            finally:
+                failed.set()  # stop the other ranges early if this one failed
+                for future in in_flight:
+                    future.cancel()
+                for future in in_flight:
+                    if not future.cancelled():
+                        future.exception()
+            os.ftruncate(fd, info.size)
+        finally:
+            os.close(fd)
+        self.stats.count("downloads")
+        self.stats.count("bytes_down", info.size - start)
+        verify_download(self._name(key), info, info.size, md5.hexdigest(), local_path)
+        return info
+
+    @retry
+    def _fetch_range(
+        self, key: str, info: ObjectInfo, offset: int, stop: int, fd: int, failed: threading.Event
+    ) -> None:
+        """Write bytes [offset, stop) of the object version `info` at `offset` of `fd`."""
+        response = self._get(key, offset, stop, info.etag)
+        body = response["Body"]
+        try:
+            while offset < stop and not failed.is_set():
+                data = body.read(min(STREAM_CHUNK, stop - offset))
+                if not data:
+                    raise TemporaryFailure(
+                        f"{self._name(key)}: connection closed at byte {offset}; will retry"
+                    )
+                written = 0
+                while written < len(data):
+                    written += os.pwrite(fd, data[written:], offset + written)
+                offset += len(data)
+        except ObjectStoreError:
+            raise
+        except Exception as exc:
+            raise self._translate(exc, key) from exc
+        finally:
+            body.close()
+
+
+def hash_region(fd: int, offset: int, stop: int, md5: Hasher) -> None:
+    """Feed bytes [offset, stop) of `fd` to `md5`."""
+    position = offset
+    while position < stop:
+        data = os.pread(fd, min(HASH_BLOCK, stop - position), position)
+        if not data:
+            break
+        md5.update(data)
+        position += len(data)
+
+
+class S3Reader(ObjectReader):
+    """A ranged GET streamed from the socket; after a dropped connection it asks again
+    from its position (If-Match on the ETag, so it never mixes two object versions)."""
+
+    def __init__(
+        self, store: S3Store, response: Mapping[str, Any], info: ObjectInfo, start: int, end: int
+    ) -> None:
+        super().__init__(info, start, end)
+        self._store = store
+        self._body: Any = response["Body"]
+        self.options = store.options  # for @retry
+        self.stats = store.stats
+
+    @retry
+    def _read(self, size: int) -> bytes:
+        key = self.info.key
+        if self._body is None:
+            self._body = self._store._get(key, self.position, self.end, self.info.etag)["Body"]
+        try:
+            data = self._body.read(size)
+            if not data:
+                raise TemporaryFailure(
+                    f"{self._store._name(key)}: connection closed at byte {self.position}; "
+                    "will retry"
+                )
+        except Exception as exc:
+            self.close()
+            raise self._store._translate(exc, key) from exc
+        self.stats.count("bytes_down", len(data))
+        return data
+
+    def close(self) -> None:
+        if self._body is not None:
+            self._body.close()
+            self._body = None
