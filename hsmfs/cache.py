@@ -7,6 +7,7 @@ catalog says which inodes should have data here; ``fsck`` compares the two.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -75,3 +76,28 @@ class CacheDir:
         total = st.f_blocks * st.f_frsize
         free = st.f_bavail * st.f_frsize
         return CacheUsage(used_bytes=total - free, total_bytes=total, free_bytes=free)
+
+
+_WOULD_BLOCK = (errno.EAGAIN, errno.EOPNOTSUPP, errno.EINVAL)
+
+
+def pread_nowait(fd: int, size: int, offset: int) -> memoryview | None:
+    """Read from the page cache without ever waiting for the disk.
+
+    Returns the bytes if the page cache had all of them (or the file ended), None if the
+    read would block; the caller then reads in a worker thread. This keeps cached reads
+    off the thread pool (a thread hop costs more than the copy) and slow disks off the
+    trio thread.
+    """
+    buf = bytearray(size)
+    try:
+        n = os.preadv(fd, [buf], offset, os.RWF_NOWAIT)
+    except OSError as exc:
+        if exc.errno in _WOULD_BLOCK:
+            return None
+        raise
+    if n == size:
+        return memoryview(buf)
+    if n == 0 or offset + n >= os.fstat(fd).st_size:
+        return memoryview(buf)[:n]  # end of file
+    return None  # partly cached

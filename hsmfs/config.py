@@ -25,6 +25,7 @@ class FsSettings(_Section):
     max_tasks: int = Field(64, ge=1, description="FUSE requests handled at once")
     io_threads: int = Field(8, ge=1, description="threads for blocking cache-file I/O")
     allow_other: bool = Field(True, description="let every user (not only root) use the mount")
+    read_ahead_kb: int = Field(1024, ge=0, description="kernel read-ahead of the mount (KiB)")
     sync_interval: float = Field(5.0, gt=0, description="seconds between catalog syncs to disk")
 
 

@@ -20,7 +20,7 @@ from typing import Any, ParamSpec, TypeVar
 import pyfuse3
 import trio
 
-from .cache import CacheDir
+from .cache import CacheDir, pread_nowait
 from .catalog import NAME_MAX, ROOT_INO, Catalog, HsmState, Inode, Txn, now_ns
 from .config import Config
 
@@ -585,11 +585,13 @@ class HsmFs(pyfuse3.Operations):
         return await self._open(inode.ino, flags & ~os.O_TRUNC), attr
 
     @fuse_op
-    async def read(self, fh: int, off: int, size: int) -> bytes:
+    async def read(self, fh: int, off: int, size: int) -> bytes | memoryview:
         opened = self.open_inodes[self.handles[fh].ino]
-        data = await trio.to_thread.run_sync(
-            os.pread, opened.fd, size, off, limiter=self.io_limiter
-        )
+        data: bytes | memoryview | None = pread_nowait(opened.fd, size, off)
+        if data is None:
+            data = await trio.to_thread.run_sync(
+                os.pread, opened.fd, size, off, limiter=self.io_limiter
+            )
         self.counters["reads"] += 1
         self.counters["read_bytes"] += len(data)
         return data
