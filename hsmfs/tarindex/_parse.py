@@ -165,12 +165,12 @@ class _Indexer:
         except UnsafeName as reason:
             self.problem(f"member {info.name!r} at offset {info.offset} {reason}")
             return
+        if info.issparse():
+            self.problem(f"member {path} is a sparse file, which hsmfs cannot serve")
+            return
         kind = _KINDS.get(info.type)
         if kind is None:
             self._refuse(info, path)
-            return
-        if info.issparse():
-            self.problem(f"member {path} is a sparse file, which hsmfs cannot serve")
             return
         if kind is MemberKind.FILE and info.size < 0:
             raise _Stop(f"member {path} has a negative size")
@@ -178,6 +178,7 @@ class _Indexer:
         if linkname is None:
             return
         is_md5sum = first and path == MD5SUM_NAME and kind is MemberKind.FILE
+        self.has_md5sum |= is_md5sum
         digest = ""
         if kind is MemberKind.FILE and self.verify:
             digest = self._hash_data(info, data_end, keep=is_md5sum)
@@ -248,7 +249,6 @@ class _Indexer:
         return md5.hexdigest()
 
     def _load_md5sum(self, content: bytes, size: int) -> None:
-        self.has_md5sum = True
         if size > MAX_MD5SUM_BYTES:
             self.problem(f"{MD5SUM_NAME} is larger than {MAX_MD5SUM_BYTES} bytes; not checked")
             self.md5sums = Md5Sums()
