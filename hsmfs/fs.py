@@ -20,7 +20,7 @@ from typing import Any, ParamSpec, TypeVar
 import pyfuse3
 import trio
 
-from .cache import CacheDir, pread_nowait
+from .cache import CacheDir, pread_into, pread_nowait
 from .catalog import NAME_MAX, ROOT_INO, Catalog, HsmState, Inode, Txn, now_ns
 from .config import Config
 
@@ -587,11 +587,13 @@ class HsmFs(pyfuse3.Operations):
     @fuse_op
     async def read(self, fh: int, off: int, size: int) -> bytes | memoryview:
         opened = self.open_inodes[self.handles[fh].ino]
-        data: bytes | memoryview | None = pread_nowait(opened.fd, size, off)
-        if data is None:
-            data = await trio.to_thread.run_sync(
-                os.pread, opened.fd, size, off, limiter=self.io_limiter
+        buf = bytearray(size)
+        n = pread_nowait(opened.fd, buf, off)
+        if n is None:
+            n = await trio.to_thread.run_sync(
+                pread_into, opened.fd, buf, off, limiter=self.io_limiter
             )
+        data = memoryview(buf)[:n]
         self.counters["reads"] += 1
         self.counters["read_bytes"] += len(data)
         return data
