@@ -1,0 +1,106 @@
+"""Conversion between typed devices and stored nodes: the defaults filter (values equal to
+their defaults are not stored and come back on load), uuids for nodes that lack one, secrets
+kept out of everything a reader gets, and unknown extensions kept across a write."""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+from pydantic import ValidationError
+
+from archived.conf.errors import IntegrityError
+from archived.conf.model import UUID_KEY, Configurable, Device
+from archived.conf.nodes import escape
+from archived.conf.schema import shape, walk
+
+_UUID_NAMESPACE = uuid.UUID("5b0e7c2e-6a8f-4d0e-9d1c-0a3c6f1d2e4b")
+
+
+def to_node(model: Configurable) -> dict[str, Any]:
+    """The stored form of a typed node: only values that differ from their defaults."""
+    return model.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+
+
+def fill_uuids(node: dict[str, Any], cls: type[Configurable], path: str) -> None:
+    """Give every node that lacks a uuid a stable one derived from its path (in place)."""
+    for sub_path, sub_cls, sub in walk(node, cls, path):
+        if shape(sub_cls).has_uuid and UUID_KEY not in sub:
+            sub[UUID_KEY] = str(uuid.uuid5(_UUID_NAMESPACE, sub_path))
+
+
+def validate_device(node: Any, path: str) -> Device:
+    """A typed Device from a node; a violation raises IntegrityError naming the JSON path."""
+    try:
+        return Device.model_validate(node)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = path + "".join("/" + escape(str(loc)) for loc in first["loc"])
+        raise IntegrityError(first["msg"], path=where) from None
+
+
+def normalize_device(node: Any, path: str) -> dict[str, Any]:
+    """Validate a stored or hand-written device node and return its canonical stored form."""
+    if not isinstance(node, dict):
+        raise IntegrityError("a device must be a JSON object", path=path)
+    work = copy.deepcopy(node)
+    fill_uuids(work, Device, path)
+    normal = to_node(validate_device(work, path))
+    keep_unknown_extensions(work, normal, Device)
+    return normal
+
+
+def _pairs(
+    source: Any, target: Any, cls: type[Configurable]
+) -> Iterator[tuple[type[Configurable], dict[str, Any], dict[str, Any]]]:
+    """Nodes present in both trees: single children by key, list items by uuid."""
+    if not (isinstance(source, dict) and isinstance(target, dict)):
+        return
+    yield cls, source, target
+    for child in shape(cls).children:
+        s, t = source.get(child.key), target.get(child.key)
+        if child.many and isinstance(s, list) and isinstance(t, list):
+            by_uuid = {i.get(UUID_KEY): i for i in s if isinstance(i, dict)}
+            for item in t:
+                if isinstance(item, dict) and item.get(UUID_KEY) in by_uuid:
+                    yield from _pairs(by_uuid[item[UUID_KEY]], item, child.cls)
+        elif not child.many:
+            yield from _pairs(s, t, child.cls)
+
+
+def keep_unknown_extensions(source: Any, target: Any, cls: type[Configurable]) -> None:
+    """Copy extensions that this code does not know from `source` into `target` (in place)."""
+    for sub_cls, s, t in _pairs(source, target, cls):
+        known = shape(sub_cls).extensions
+        if known is not None:
+            for key, value in s.items():
+                if key not in known and key not in t:
+                    t[key] = value
+
+
+def carry_secrets(stored: Any, target: Any, cls: type[Configurable]) -> None:
+    """Secrets are write-only: a node written without one keeps the stored one; '' clears."""
+    for sub_cls, s, t in _pairs(stored, target, cls):
+        for key in shape(sub_cls).secrets:
+            if key not in t and key in s:
+                t[key] = s[key]
+    for _, sub_cls, sub in walk(target, cls, ""):
+        for key in shape(sub_cls).secrets:
+            if sub.get(key) == "":
+                del sub[key]
+
+
+def strip_secrets(node: Any, cls: type[Configurable]) -> Any:
+    """A copy of `node` without any secret value."""
+    out = copy.deepcopy(node)
+    for _, sub_cls, sub in walk(out, cls, ""):
+        for key in shape(sub_cls).secrets:
+            sub.pop(key, None)
+    return out
+
+
+def has_secret(node: Any, cls: type[Configurable]) -> bool:
+    """Whether the node itself (not its children) carries a secret value."""
+    return isinstance(node, dict) and any(node.get(k) for k in shape(cls).secrets)
