@@ -226,7 +226,27 @@ class S3Store(ObjectStore):
                 f"{what}: no usable AWS credentials; set AWS_ACCESS_KEY_ID and "
                 "AWS_SECRET_ACCESS_KEY, AWS_PROFILE or a credentials file"
             )
-        if isinstance(exc, botocore.exceptions.HTTPClientError | ConnectionError | TimeoutError):
+        if isinstance(exc, botocore.exceptions.SSLError):
+            return PermanentFailure(
+                f"{what}: TLS failure ({exc}); check the endpoint's certificate or set "
+                "verify=CA_BUNDLE in the backend URL"
+            )
+        if isinstance(
+            exc,
+            botocore.exceptions.IncompleteReadError
+            | botocore.exceptions.ResponseStreamingError
+            | botocore.exceptions.ConnectionClosedError,
+        ):
+            return TemporaryFailure(
+                f"{what}: the connection to the endpoint dropped ({type(exc).__name__}); will retry"
+            )
+        if isinstance(
+            exc,
+            botocore.exceptions.HTTPClientError
+            | botocore.exceptions.ConnectionError
+            | ConnectionError
+            | TimeoutError,
+        ):
             endpoint = mask_url(self.endpoint) if self.endpoint else "S3"
             return TemporaryFailure(
                 f"{what}: endpoint {endpoint} unreachable or timed out "
