@@ -73,11 +73,16 @@ def _pairs(
 def keep_unknown_extensions(source: Any, target: Any, cls: type[Configurable]) -> None:
     """Copy extensions that this code does not know from `source` into `target` (in place)."""
     for sub_cls, s, t in _pairs(source, target, cls):
-        known = shape(sub_cls).extensions
-        if known is not None:
-            for key, value in s.items():
-                if key not in known and key not in t:
-                    t[key] = value
+        for child in shape(sub_cls).children:
+            known = shape(child.cls).extensions
+            stored = s.get(child.key)
+            if known is None or child.many or not isinstance(stored, dict):
+                continue
+            unknown = {k: v for k, v in stored.items() if k not in known}
+            if unknown:
+                written = t.setdefault(child.key, {})
+                for key, value in unknown.items():
+                    written.setdefault(key, value)
 
 
 def carry_secrets(stored: Any, target: Any, cls: type[Configurable]) -> None:
@@ -102,5 +107,5 @@ def strip_secrets(node: Any, cls: type[Configurable]) -> Any:
 
 
 def has_secret(node: Any, cls: type[Configurable]) -> bool:
-    """Whether the node itself (not its children) carries a secret value."""
-    return isinstance(node, dict) and any(node.get(k) for k in shape(cls).secrets)
+    """Whether the writer set a secret on the node itself ('' to clear one counts too)."""
+    return isinstance(node, dict) and any(node.get(k) is not None for k in shape(cls).secrets)

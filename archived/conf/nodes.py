@@ -49,10 +49,11 @@ def _step(node: Any, token: str, path: str) -> Any:
     raise NotFoundError(f"no node at {path}; list the parent with `archivectl config list`")
 
 
-def get_at(tree: Any, parts: list[str]) -> Any:
+def get_at(tree: Any, parts: list[str], base: tuple[str, ...] = ()) -> Any:
+    """The node at `parts` below `tree`; `base` is the path of `tree`, for messages."""
     node = tree
     for depth, token in enumerate(parts):
-        node = _step(node, token, join_path(parts[: depth + 1]))
+        node = _step(node, token, join_path([*base, *parts[: depth + 1]]))
     return node
 
 

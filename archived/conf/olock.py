@@ -82,8 +82,7 @@ def _merge_node(
     written_hash = node_hash(written, cls)
     if written_hash == loaded and not has_secret(written, cls):
         return stored
-    stored_hash = node_hash(stored, cls)
-    if stored_hash in (loaded, written_hash):
+    if node_hash(stored, cls) == loaded:
         return written
     raise OptimisticLockError("your change conflicts with theirs", path=path)
 

@@ -233,7 +233,7 @@ class ConfigStore:
         """The node at a JSON Pointer path (secrets left out)."""
         parts = split_path(path)
         if len(parts) >= 3 and "/" + "/".join(parts[:2]) == DEVICES_PATH:
-            return get_at(self._entry(parts[2]).public_node, parts[3:])
+            return get_at(self._entry(parts[2]).public_node, parts[3:], tuple(parts[:3]))
         return get_at(self._public_tree(), parts)
 
     def persist_node(self, path: str, node: Any) -> None:
