@@ -23,7 +23,8 @@ ConfigError subclasses, each with an exit_code (see errors).
 
 Layout of the tree: devices at /dicomConfigurationRoot/dicomDevicesRoot/<name>; remote AEs
 are devices of their own, one per peer, named after their AE title (`archivectl ae add`);
-the store's version at /dicomConfigurationRoot/metadataRoot/versioning (see upgrade).
+the store's version at /dicomConfigurationRoot/metadataRoot/versioning, written by
+UpgradeRunner(store, load_upgrade_settings(path), deployment).run() at start-up (see upgrade).
 Secrets (e.g. dcmTLSKeyPassword) are write-only: no read API returns them.
 """
 
@@ -57,6 +58,12 @@ from archived.conf.model import (
 )
 from archived.conf.notify import ChangeEvent, Subscription
 from archived.conf.store import ConfigStore, open_store
+from archived.conf.upgrade import (
+    UpgradeContext,
+    UpgradeRunner,
+    UpgradeSettings,
+    load_upgrade_settings,
+)
 
 __all__ = [
     "DEFAULT_URI",
@@ -83,8 +90,12 @@ __all__ = [
     "Subscription",
     "SyncFileStatus",
     "TransferCapability",
+    "UpgradeContext",
     "UpgradeError",
+    "UpgradeRunner",
+    "UpgradeSettings",
     "default_archive_device",
+    "load_upgrade_settings",
     "open_store",
     "remote_ae_device",
     "resolve_uri",

@@ -79,7 +79,14 @@ def _check_archive(device: dict[str, Any], ext: dict[str, Any], path: str) -> No
             path=f"{path}/AETitle",
         )
     groups = ext.get("FileSystemGroups", [])
-    group_ids = {g.get("GroupID") for g in groups}
+    group_ids: set[str] = set()
+    for g_pos, group in enumerate(groups):
+        if group.get("GroupID") in group_ids:
+            raise IntegrityError(
+                f"file system group {group['GroupID']!r} is defined twice; merge the two",
+                path=f"{path}/FileSystemGroups/{g_pos}/GroupID",
+            )
+        group_ids.add(group.get("GroupID"))
     paths: dict[str, str] = {}
     for g_pos, group in enumerate(groups):
         g_path = f"{path}/FileSystemGroups/{g_pos}"
