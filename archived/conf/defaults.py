@@ -4,7 +4,7 @@ kept out of everything a reader gets, and unknown extensions kept across a write
 
 from __future__ import annotations
 
-import copy
+import json
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -45,7 +45,7 @@ def normalize_device(node: Any, path: str) -> dict[str, Any]:
     """Validate a stored or hand-written device node and return its canonical stored form."""
     if not isinstance(node, dict):
         raise IntegrityError("a device must be a JSON object", path=path)
-    work = copy.deepcopy(node)
+    work = json_copy(node)
     fill_uuids(work, Device, path)
     normal = to_node(validate_device(work, path))
     keep_unknown_extensions(work, normal, Device)
@@ -62,7 +62,11 @@ def _pairs(
     for child in shape(cls).children:
         s, t = source.get(child.key), target.get(child.key)
         if child.many and isinstance(s, list) and isinstance(t, list):
-            by_uuid = {i.get(UUID_KEY): i for i in s if isinstance(i, dict)}
+            if not shape(child.cls).has_uuid:  # nodes without identity pair by position
+                for s_item, t_item in zip(s, t, strict=False):
+                    yield from _pairs(s_item, t_item, child.cls)
+                continue
+            by_uuid = {i.get(UUID_KEY): i for i in s if isinstance(i, dict) and UUID_KEY in i}
             for item in t:
                 if isinstance(item, dict) and item.get(UUID_KEY) in by_uuid:
                     yield from _pairs(by_uuid[item[UUID_KEY]], item, child.cls)
@@ -97,13 +101,37 @@ def carry_secrets(stored: Any, target: Any, cls: type[Configurable]) -> None:
                 del sub[key]
 
 
+def json_copy(node: Any) -> Any:
+    """A deep copy of a JSON node (several times faster than copy.deepcopy)."""
+    return json.loads(json.dumps(node))
+
+
+def filtered(node: Any, cls: type[Configurable], unknown_extensions: bool = True) -> Any:
+    """A copy of `node` without secrets (and, if asked, without unknown extensions); shares
+    the leaves with `node`, so neither may be changed in place afterwards."""
+    if not isinstance(node, dict):
+        return node
+    info = shape(cls)
+    children = {c.key: c for c in info.children}
+    out = {}
+    for key, value in node.items():
+        if key in info.secrets:
+            continue
+        if not unknown_extensions and info.extensions is not None and key not in info.extensions:
+            continue
+        child = children.get(key)
+        if child is None:
+            out[key] = value
+        elif child.many and isinstance(value, list):
+            out[key] = [filtered(i, child.cls, unknown_extensions) for i in value]
+        else:
+            out[key] = filtered(value, child.cls, unknown_extensions)
+    return out
+
+
 def strip_secrets(node: Any, cls: type[Configurable]) -> Any:
     """A copy of `node` without any secret value."""
-    out = copy.deepcopy(node)
-    for _, sub_cls, sub in walk(out, cls, ""):
-        for key in shape(sub_cls).secrets:
-            sub.pop(key, None)
-    return out
+    return json_copy(filtered(node, cls))
 
 
 def has_secret(node: Any, cls: type[Configurable]) -> bool:

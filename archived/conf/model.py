@@ -70,7 +70,7 @@ class Configurable(BaseModel):
         validate_assignment=True,
         extra="forbid",
     )
-    _frozen: bool = PrivateAttr(default=False)
+    # No PrivateAttr here: pydantic would then run an initializer per node on every load.
 
     def __setattr__(self, name: str, value: Any) -> None:
         private = self.__pydantic_private__
@@ -86,7 +86,8 @@ class Configurable(BaseModel):
         """Make this node and everything below it read-only (the shared view of a process)."""
         for name in type(self).model_fields:
             self.__dict__[name] = _frozen_value(self.__dict__[name])
-        self.__pydantic_private__["_frozen"] = True  # type: ignore[index]
+        private = {**(self.__pydantic_private__ or {}), "_frozen": True}
+        object.__setattr__(self, "__pydantic_private__", private)
 
 
 def _frozen_value(value: Any) -> Any:

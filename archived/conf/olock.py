@@ -17,11 +17,10 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from archived.conf.defaults import has_secret, strip_secrets
+from archived.conf.defaults import filtered, has_secret
 from archived.conf.errors import OptimisticLockError
 from archived.conf.model import UUID_KEY, ApplicationEntity, Configurable, Connection, Device
 from archived.conf.nodes import canonical
-from archived.conf.schema import shape, walk
 
 CONNECTIONS = "dicomNetworkConnection"
 AES = "dicomNetworkAE"
@@ -41,12 +40,7 @@ def _ordered(node: Any) -> Any:
 
 def node_hash(node: dict[str, Any], cls: type[Configurable]) -> str:
     own = {k: v for k, v in node.items() if not (cls is Device and k in _HASHED_CHILDREN)}
-    own = strip_secrets(own, cls)
-    for _, sub_cls, sub in walk(own, cls, ""):
-        known = shape(sub_cls).extensions
-        if known is not None:
-            for key in [k for k in sub if k not in known]:
-                del sub[key]
+    own = filtered(own, cls, unknown_extensions=False)
     return hashlib.sha256(canonical(_ordered(own))).hexdigest()
 
 
@@ -76,13 +70,16 @@ def _merge_node(
     loaded: str | None,
     cls: type[Configurable],
     path: str,
+    stored_hash: str | None = None,
 ) -> dict[str, Any]:
     if loaded is None:
         return written
-    written_hash = node_hash(written, cls)
-    if written_hash == loaded and not has_secret(written, cls):
+    stored_hash = stored_hash or node_hash(stored, cls)
+    if stored_hash == loaded and written == stored:
+        return stored  # the common case, decided without hashing the written node
+    if node_hash(written, cls) == loaded and not has_secret(written, cls):
         return stored
-    if node_hash(stored, cls) == loaded:
+    if stored_hash == loaded:
         return written
     raise OptimisticLockError("your change conflicts with theirs", path=path)
 
@@ -93,6 +90,7 @@ def _merge_children(
     loaded: dict[str, str],
     cls: type[Configurable],
     path: str,
+    stored_hashes: dict[str, str],
 ) -> list[Any]:
     stored_by_uuid = {s.get(UUID_KEY): s for s in stored}
     written_uuids = set()
@@ -102,7 +100,12 @@ def _merge_children(
         written_uuids.add(item_uuid)
         previous = stored_by_uuid.get(item_uuid)
         if previous is not None:
-            out.append(_merge_node(previous, item, loaded.get(item_uuid), cls, f"{path}/{index}"))
+            out.append(
+                _merge_node(
+                    previous, item, loaded.get(item_uuid), cls, f"{path}/{index}",
+                    stored_hashes.get(item_uuid),
+                )
+            )  # fmt: skip
         elif item_uuid not in loaded:
             out.append(item)  # added by this writer
         elif node_hash(item, cls) != loaded[item_uuid]:
@@ -114,7 +117,7 @@ def _merge_children(
             continue
         if prev_uuid not in loaded:
             out.append(previous)  # added by another writer meanwhile
-        elif node_hash(previous, cls) != loaded[prev_uuid]:
+        elif (stored_hashes.get(prev_uuid) or node_hash(previous, cls)) != loaded[prev_uuid]:
             raise OptimisticLockError("you removed a node that was changed", path=f"{path}/{index}")
     return out
 
@@ -124,8 +127,11 @@ def merge(
     written: dict[str, Any],
     loaded: dict[str, str],
     path: str,
+    stored_hashes: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The device node to store when `written` (loaded with `loaded` hashes) is merged."""
+    """The device node to store when `written` (loaded with `loaded` hashes) is merged;
+    `stored_hashes` are those of `stored` if already known (the view caches them)."""
+    stored_hashes = stored_hashes or {}
     device_loaded = loaded.get(str(written.get(UUID_KEY)))
     if device_loaded is None:
         return written  # not loaded from the store: the writer's device replaces it
@@ -133,11 +139,17 @@ def merge(
         raise OptimisticLockError("the device was removed or replaced", path=path)
     own_written = {k: v for k, v in written.items() if k not in _HASHED_CHILDREN}
     own_stored = {k: v for k, v in stored.items() if k not in _HASHED_CHILDREN}
-    merged = dict(_merge_node(own_stored, own_written, device_loaded, Device, path))
+    merged = dict(
+        _merge_node(
+            own_stored, own_written, device_loaded, Device, path,
+            stored_hashes.get(str(stored.get(UUID_KEY))),
+        )
+    )  # fmt: skip
     for key, cls in _HASHED_CHILDREN.items():
         children = _merge_children(
-            stored.get(key, []), written.get(key, []), loaded, cls, f"{path}/{key}"
-        )
+            stored.get(key, []), written.get(key, []), loaded, cls, f"{path}/{key}",
+            stored_hashes,
+        )  # fmt: skip
         if children:
             merged[key] = children
     return merged

@@ -203,9 +203,12 @@ class ConfigStore:
 
         def action(txn: _Transaction) -> None:
             stored = txn.devices.get(device.name)
-            txn.put_device(
-                device.name, merge(stored.node if stored else None, written, hashes, path)
-            )
+            if stored is None:
+                txn.put_device(device.name, merge(None, written, hashes, path))
+            else:
+                txn.put_device(
+                    device.name, merge(stored.node, written, hashes, path, stored.hashes)
+                )
 
         self._write(action)
 
