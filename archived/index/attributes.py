@@ -42,10 +42,9 @@ class MissingAttributeError(ValueError):
 
 def text_of(ds: Dataset, keyword: str) -> str:
     """The element's value as one string (multiple values joined by backslash)."""
-    elem = ds.get(keyword)
-    if elem is None or elem.value is None:
+    value = ds.get(keyword)
+    if value is None:
         return ""
-    value = elem.value
     if isinstance(value, list | tuple | MultiValue):
         return "\\".join(str(v) for v in value)
     return str(value).strip()

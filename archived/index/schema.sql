@@ -80,7 +80,7 @@ CREATE TABLE IF NOT EXISTS instance (
 CREATE INDEX IF NOT EXISTS instance_series ON instance (series_fk);
 
 CREATE TABLE IF NOT EXISTS file (
-    pk             INTEGER PRIMARY KEY,
+    pk             INTEGER PRIMARY KEY AUTOINCREMENT, -- never reused: FileCopy names tar members by it
     instance_fk    INTEGER NOT NULL REFERENCES instance (pk),
     filesystem_fk  INTEGER NOT NULL REFERENCES filesystem (pk),
     filepath       TEXT NOT NULL,           -- relative to the file system; 'tarpath!member' in tars
