@@ -229,13 +229,21 @@ def test_batch_nests_sees_its_own_writes_and_notifies_once(store: ConfigStore) -
     assert not events[0].touches(ARCHIVED)
 
 
-def test_notification_paths_are_precise(store: ConfigStore) -> None:
+def test_notification_paths_are_precise_and_come_after_commit(store: ConfigStore) -> None:
     events: list[ChangeEvent] = []
-    sub = store.subscribe(events.append)
+    ports_seen_by_subscriber: list[int | None] = []
+
+    def on_change(event: ChangeEvent) -> None:
+        events.append(event)
+        ports_seen_by_subscriber.append(store.own_device().connections[0].port)
+
+    sub = store.subscribe(on_change)
     device = store.find_device("archived")
     device.connections[0].port = 4242
     store.merge_device(device)
     assert events[-1].paths == (f"{ARCHIVED}/dicomNetworkConnection/0/dicomPort",)
+    assert ports_seen_by_subscriber == [4242]  # told after the commit was visible
+    assert store.statistics()["commits"] == 1 and store.statistics()["notifications"] == 1
     store.merge_device(store.find_device("archived"))  # no change: no commit, no event
     assert len(events) == 1
     sub.cancel()
