@@ -19,8 +19,13 @@ sub-database     key                           value
                                                to the kernel; removed at the next mount
 ``open_writes``  ino                           b"" - open for writing; after a crash the
                                                size is taken from the cache file
-``hsm``          ino                           JSON: object key, md5, archived_at, ...
-``queue``        due time (ns) + ino           b"" - migration queue (survives restarts)
+``names``        ino                           parent ino + name of the first link, so a
+                                               file's path (its object key) is known
+``staging``      ino                           b"" - being staged; a partial cache file
+                                               (``.part``) is discarded at the next mount
+``hsm``          ino                           JSON: object key, md5, size, archived_at
+``queue``        ino                           due time (ns): migration queue, survives
+                                               restarts
 ===============  ============================  ==========================================
 
 Change log: 1 - first format.
@@ -67,6 +72,8 @@ _SUB_DBS = (
     b"open_writes",
     b"hsm",
     b"queue",
+    b"names",
+    b"staging",
 )
 
 
@@ -218,7 +225,8 @@ class Txn:
     def delete_inode(self, ino: int) -> None:
         """Remove an inode and everything hanging off it (not its directory entries)."""
         key = u64(ino)
-        for name in [b"inodes", b"symlinks", b"orphans", b"open_writes", b"hsm"]:
+        for name in [b"inodes", b"symlinks", b"orphans", b"open_writes", b"hsm", b"queue",
+                     b"names", b"staging"]:  # fmt: skip
             self._t.delete(key, db=self._c.db[name])
         for name, _ in list(self.xattrs(ino)):
             self._t.delete(key + name, db=self._c.db[b"xattrs"])
@@ -238,6 +246,7 @@ class Txn:
         cookie = self._counter(b"next_cookie")
         self._t.put(u64(parent) + name, _U64_PAIR.pack(ino, cookie), db=self._c.db[b"dentries"])
         self._t.put(_U64_PAIR.pack(parent, cookie), name, db=self._c.db[b"cookies"])
+        self._t.put(u64(ino), u64(parent) + name, db=self._c.db[b"names"], overwrite=False)
 
     def remove_entry(self, parent: int, name: bytes) -> int:
         key = u64(parent) + name
@@ -246,7 +255,20 @@ class Txn:
             raise KeyError(name)
         ino, cookie = _U64_PAIR.unpack(value)
         self._t.delete(_U64_PAIR.pack(parent, cookie), db=self._c.db[b"cookies"])
+        if self._t.get(u64(ino), db=self._c.db[b"names"]) == key:  # it was the first link
+            self._t.delete(u64(ino), db=self._c.db[b"names"])
         return ino
+
+    def path_of(self, ino: int) -> str | None:
+        """The path of an inode's first link below the root, or None if it has none."""
+        parts: list[bytes] = []
+        while ino != ROOT_INO:
+            value = self._t.get(u64(ino), db=self._c.db[b"names"])
+            if value is None or len(parts) > 4096:
+                return None
+            ino = _U64.unpack(value[:8])[0]
+            parts.append(bytes(value[8:]))
+        return b"/".join(reversed(parts)).decode("utf-8", "surrogateescape")
 
     def entries(self, parent: int, after_cookie: int = 0) -> Iterator[Entry]:
         """Entries of a directory in cookie order, starting after ``after_cookie``."""
@@ -321,6 +343,18 @@ class Txn:
     def members(self, set_name: bytes) -> list[int]:
         with self._t.cursor(db=self._c.db[set_name]) as cur:
             return [_U64.unpack(key)[0] for key in cur.iternext(keys=True, values=False)]
+
+    # -- migration queue ------------------------------------------------------------------
+    def enqueue(self, ino: int, due_ns: int) -> None:
+        self._t.put(u64(ino), u64(due_ns), db=self._c.db[b"queue"])
+
+    def dequeue(self, ino: int) -> None:
+        self._t.delete(u64(ino), db=self._c.db[b"queue"])
+
+    def queue(self) -> list[tuple[int, int]]:
+        """(ino, due time in ns) of every queued migration."""
+        with self._t.cursor(db=self._c.db[b"queue"]) as cur:
+            return [(_U64.unpack(k)[0], _U64.unpack(v)[0]) for k, v in cur]
 
     # -- HSM records --------------------------------------------------------------------
     def hsm_record(self, ino: int) -> dict[str, Any]:
