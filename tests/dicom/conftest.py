@@ -35,7 +35,7 @@ class Archive:
 @pytest.fixture
 def dest(tmp_path: Path) -> Iterator[StoreSCP]:
     """A DCMTK storescp known to the archive as move destination DEST."""
-    scp = StoreSCP(tmp_path / "dest", "DEST", free_port())
+    scp = StoreSCP(tmp_path / "dest", "DEST", free_port(), extra=("+xa",))
     yield scp
     scp.stop()
 
