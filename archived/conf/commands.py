@@ -59,8 +59,8 @@ def _command(handler: Handler) -> Callable[[argparse.Namespace], int]:
     @functools.wraps(handler)
     def run(args: argparse.Namespace) -> int:
         try:
-            with open_store(args.config, device_name=getattr(args, "device", None)
-                            or DEFAULT_DEVICE_NAME) as store:  # fmt: skip
+            device_name = getattr(args, "device", None) or DEFAULT_DEVICE_NAME
+            with open_store(args.config, device_name=device_name) as store:
                 result = handler(args, store)
         except ConfigError as exc:
             print(f"archivectl: {exc}", file=sys.stderr)
@@ -178,8 +178,8 @@ def _ae_remove(args: argparse.Namespace, store: ConfigStore) -> Any:
 
 
 def _fs_row(group: FileSystemGroup, fs: FileSystem) -> dict[str, Any]:
-    return {"uuid": fs.uuid, "group": group.group_id, **fs.model_dump(mode="json", exclude={"uuid"},
-                                                                       by_alias=False)}  # fmt: skip
+    fields = fs.model_dump(mode="json", exclude={"uuid"}, by_alias=False)
+    return {"uuid": fs.uuid, "group": group.group_id, **fields}
 
 
 def _fs_add(args: argparse.Namespace, store: ConfigStore) -> Any:
@@ -211,8 +211,9 @@ def _fs_list(args: argparse.Namespace, store: ConfigStore) -> Any:
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     epilog = (__doc__ or "").split("\n\n", 1)[1]
-    config = subparsers.add_parser("config", help="export, import, read and edit the store",
-                                   epilog=epilog)  # fmt: skip
+    config = subparsers.add_parser(
+        "config", help="export, import, read and edit the store", epilog=epilog
+    )
     sub = config.add_subparsers(dest="action", required=True)
     p = sub.add_parser("export", help="print the whole configuration (secrets left out)")
     p.add_argument("--output", "-o", help="write to this file instead of stdout")
@@ -243,8 +244,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--no-store", action="store_true", help="refuse its C-STOREs")
     p.add_argument("--no-query", action="store_true", help="refuse its C-FINDs")
     p.add_argument("--no-retrieve", action="store_true", help="refuse its C-MOVE/C-GETs")
-    p.add_argument("--allow-host", action="append", metavar="HOST",
-                   help="accept it only from this host (repeatable; default: any)")  # fmt: skip
+    p.add_argument(
+        "--allow-host",
+        action="append",
+        metavar="HOST",
+        help="accept it only from this host (repeatable; default: any)",
+    )
     p.set_defaults(handler=_command(_ae_add))
     p = sub.add_parser("list", help="list every AE with its host and port")
     p.set_defaults(handler=_command(_ae_list))
@@ -259,12 +264,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         ("list", _fs_list, "list the archive's file systems"),
     ):
         p = sub.add_parser(name, help=text)
-        p.add_argument("--device", default=DEFAULT_DEVICE_NAME,
-                       help="the archive's device (default: %(default)s)")  # fmt: skip
+        p.add_argument(
+            "--device",
+            default=DEFAULT_DEVICE_NAME,
+            help="the archive's device (default: %(default)s)",
+        )
         p.set_defaults(handler=_command(handler))
     add = sub.choices["add"]
     add.add_argument("--group", required=True, help="e.g. ONLINE_STORAGE, NEARLINE_STORAGE")
     add.add_argument("--status", choices=[s.value for s in FileSystemStatus], default="RW")
-    add.add_argument("--availability", choices=[a.value for a in Availability],
-                     default="ONLINE")  # fmt: skip
+    add.add_argument("--availability", choices=[a.value for a in Availability], default="ONLINE")
     add.add_argument("path")

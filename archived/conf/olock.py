@@ -102,10 +102,14 @@ def _merge_children(
         if previous is not None:
             out.append(
                 _merge_node(
-                    previous, item, loaded.get(item_uuid), cls, f"{path}/{index}",
+                    previous,
+                    item,
+                    loaded.get(item_uuid),
+                    cls,
+                    f"{path}/{index}",
                     stored_hashes.get(item_uuid),
                 )
-            )  # fmt: skip
+            )
         elif item_uuid not in loaded:
             out.append(item)  # added by this writer
         elif node_hash(item, cls) != loaded[item_uuid]:
@@ -141,15 +145,23 @@ def merge(
     own_stored = {k: v for k, v in stored.items() if k not in _HASHED_CHILDREN}
     merged = dict(
         _merge_node(
-            own_stored, own_written, device_loaded, Device, path,
+            own_stored,
+            own_written,
+            device_loaded,
+            Device,
+            path,
             stored_hashes.get(str(stored.get(UUID_KEY))),
         )
-    )  # fmt: skip
+    )
     for key, cls in _HASHED_CHILDREN.items():
         children = _merge_children(
-            stored.get(key, []), written.get(key, []), loaded, cls, f"{path}/{key}",
+            stored.get(key, []),
+            written.get(key, []),
+            loaded,
+            cls,
+            f"{path}/{key}",
             stored_hashes,
-        )  # fmt: skip
+        )
         if children:
             merged[key] = children
     return merged

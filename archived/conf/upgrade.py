@@ -159,14 +159,19 @@ class UpgradeRunner:
             if last is not None and version_key(cls.version) < version_key(last):
                 log.warning(
                     "upgrade script %s has version %s, lower than %s that already ran; skipped",
-                    name, cls.version, last,
-                )  # fmt: skip
+                    name,
+                    cls.version,
+                    last,
+                )
                 report.downgraded.append(name)
                 continue
             context = UpgradeContext(
-                self.store, dict(self.settings.properties), record.get("currentVersion"),
-                target, last,
-            )  # fmt: skip
+                self.store,
+                dict(self.settings.properties),
+                record.get("currentVersion"),
+                target,
+                last,
+            )
             try:
                 cls().upgrade(context)
             except ConfigError as exc:
