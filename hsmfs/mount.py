@@ -72,7 +72,8 @@ def recover(catalog: Catalog, cache: CacheDir) -> None:
 def clear_stale_mount(mountpoint: Path) -> None:
     """A daemon killed with -9 leaves a dead mount ("transport endpoint not connected")."""
     try:
-        os.stat(mountpoint)
+        # statfs always reaches the daemon; stat may be answered from cached attributes.
+        os.statvfs(mountpoint)
     except OSError as exc:
         if exc.errno != errno.ENOTCONN:
             raise MountError(f"cannot use mount point {mountpoint}: {exc.strerror}") from None
