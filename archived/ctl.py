@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 # Each module registers its sub-commands with `register(subparsers)`; one job per module.
-COMMAND_MODULES: tuple[str, ...] = ("archived.conf.commands",)
+COMMAND_MODULES: tuple[str, ...] = ("archived.conf.commands", "archived.dicom.commands")
 
 
 def build_parser() -> argparse.ArgumentParser:

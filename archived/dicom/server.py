@@ -56,6 +56,17 @@ class ArchiveServer:
         self._server: ThreadedAssociationServer | None = None
         self._lock = threading.Lock()
 
+    def reconfigure(self, settings: DicomSettings) -> None:
+        """Apply changed settings to new requests (the listening port needs a restart)."""
+        self.settings = settings
+        for component in (self.access, self.store, self.find, self.retriever, self.stgcmt):
+            component.settings = settings
+        self.ae.maximum_pdu_size = settings.max_pdu
+        self.ae.maximum_associations = settings.max_associations
+        self.ae.acse_timeout = settings.acse_timeout
+        self.ae.dimse_timeout = settings.dimse_timeout
+        self.ae.network_timeout = settings.network_timeout
+
     def handlers(self) -> list[tuple[Any, Any]]:
         return [
             (evt.EVT_REQUESTED, self.access.handle_requested),
