@@ -112,11 +112,12 @@ class HsmMount:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        if self.mnt.exists():
-            try:
-                os.stat(self.mnt)
-                mounted = os.path.ismount(self.mnt)
-            except OSError:
-                mounted = True
-            if mounted:
-                subprocess.run(["fusermount3", "-u", "-z", str(self.mnt)], check=False)
+        try:
+            os.statvfs(self.mnt)  # unlike stat, never answered from cached attributes
+            mounted = os.path.ismount(self.mnt)
+        except FileNotFoundError:
+            mounted = False
+        except OSError:
+            mounted = True  # ENOTCONN: the daemon died and left its mount behind
+        if mounted:
+            subprocess.run(["fusermount3", "-u", "-z", str(self.mnt)], check=False)
