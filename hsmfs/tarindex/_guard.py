@@ -58,10 +58,12 @@ def check_pax_records(fileobj: BinaryIO, size: int, offset: int) -> None:
         if buf[pos] == 0 and buf.count(b"\0", pos) == len(buf) - pos:
             return  # NUL padding after the last record
         space = buf.find(b" ", pos, pos + 21)
-        length = int(buf[pos:space]) if space > pos and buf[pos:space].isdigit() else 0
+        digits = buf[pos:space] if space > pos else b""
+        length = int(digits) if digits.isdigit() else 0
         end = pos + length
+        # The shortest record is "LEN K=\n"; its "=" must follow a non-empty keyword.
         if (
-            length <= space - pos + 3
+            length < len(digits) + 4
             or end > len(buf)
             or buf[end - 1] != ord("\n")
             or buf[space + 1] == ord("=")

@@ -301,3 +301,19 @@ def test_gnu_tar_rejects_what_we_reject(tmp_path: Path) -> None:
     gnu = subprocess.run(["tar", "-t", "-f", str(tmp_path / "t.tar")], capture_output=True)
     ours = index_of(bytes(tar))
     assert (gnu.returncode != 0 or b"warning" in gnu.stderr.lower()) <= (ours.invalid is not None)
+
+
+@pytest.mark.parametrize(
+    "records",
+    [
+        pax_record("path", b"x") + b"garbage=without length\n",
+        pax_record("path", b"x") + b"0 =\n",
+        b"5 =x\n",
+        b"99999 path=short\n",
+        b"12 path=x\n\0\0x",
+    ],
+    ids=["no-length", "zero-length", "empty-keyword", "length-past-end", "garbage-in-padding"],
+)
+def test_malformed_pax_records_are_refused(records: bytes) -> None:
+    index = index_of(raw_tar(raw_pax_member(records), raw_member(b"x", b"x")))
+    assert index.invalid is not None and "malformed record" in index.invalid
