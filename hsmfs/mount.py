@@ -61,12 +61,25 @@ def recover(catalog: Catalog, cache: CacheDir) -> None:
         cache.remove(ino)
     catalog.sync()
     if unclean:
+        strays = remove_stray_cache_files(catalog, cache)
         log.warning(
             "the previous daemon did not shut down cleanly: recovered the size of %d file(s) "
-            "that were open for writing, removed %d unlinked file(s)",
+            "that were open for writing, removed %d unlinked file(s) and %d cache file(s) "
+            "of no inode",
             resized,
             len(purged),
+            strays,
         )
+
+
+def remove_stray_cache_files(catalog: Catalog, cache: CacheDir) -> int:
+    """A crash between a catalog commit and the matching cache change (a create that never
+    committed, an unlink whose data was not yet removed) leaves data of no inode."""
+    with catalog.read() as txn:
+        strays = [path for ino, path in cache.inodes() if ino >= 0 and txn.get_inode(ino) is None]
+    for path in strays:
+        path.unlink(missing_ok=True)
+    return len(strays)
 
 
 def clear_stale_mount(mountpoint: Path) -> None:
