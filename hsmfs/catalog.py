@@ -222,8 +222,12 @@ class Txn:
         self.put_inode(inode)
         return inode
 
-    def delete_inode(self, ino: int) -> None:
-        """Remove an inode and everything hanging off it (not its directory entries)."""
+    def delete_inode(self, ino: int) -> str | None:
+        """Remove an inode and everything hanging off it (not its directory entries).
+
+        Returns the object key of its archived copy, if it had one, for the caller to
+        delete once the transaction committed."""
+        object_key = self.hsm_record(ino).get("key")
         key = u64(ino)
         for name in [b"inodes", b"symlinks", b"orphans", b"open_writes", b"hsm", b"queue",
                      b"names", b"staging"]:  # fmt: skip
@@ -231,6 +235,7 @@ class Txn:
         for name, _ in list(self.xattrs(ino)):
             self._t.delete(key + name, db=self._c.db[b"xattrs"])
         self._c.dirty.discard(ino)
+        return object_key
 
     def inodes(self) -> Iterator[Inode]:
         with self._t.cursor(db=self._c.db[b"inodes"]) as cur:

@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", type=Path, required=True, help="cache directory (file data)")
     p.add_argument("--state", type=Path, required=True, help="state directory (catalog, lock)")
     p.add_argument("--config", type=Path, help="TOML configuration file")
+    p.add_argument("--backend", help="object store URL (overrides the configuration)")
     p.add_argument("--foreground", action="store_true", help="stay in the foreground")
     p.add_argument("--log-level", default="INFO")
     p.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
@@ -50,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="report, change nothing")
     p.set_defaults(handler=cmd_fsck)
 
+    p = sub.add_parser("recover", help="rebuild state and cache from the object store alone")
+    p.add_argument("--backend", required=True, help="object store URL")
+    p.add_argument("--state", type=Path, required=True)
+    p.add_argument("--cache", type=Path, required=True)
+    p.set_defaults(handler=cmd_recover)
+
     p = sub.add_parser("config", help="configuration")
     csub = p.add_subparsers(dest="config_command", required=True)
     show = csub.add_parser("show", help="print the effective configuration (secrets masked)")
@@ -64,6 +71,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
         cache_dir=args.cache.absolute(),
         state_dir=args.state.absolute(),
         config_file=args.config.absolute() if args.config else None,
+        backend_url=args.backend,
     )
     if not args.foreground:
         return spawn_daemon(args, options)
@@ -96,6 +104,8 @@ def spawn_daemon(args: argparse.Namespace, options: MountOptions) -> int:
     ]  # fmt: skip
     if options.config_file:
         cmd += ["--config", str(options.config_file)]
+    if options.backend_url:
+        cmd += ["--backend", options.backend_url]
     with open(log_path, "ab") as log_file:
         proc = subprocess.Popen(
             cmd,
@@ -163,6 +173,22 @@ def cmd_fsck(args: argparse.Namespace) -> int:
     from .fsck import run_fsck
 
     return run_fsck(args.state.absolute(), args.cache.absolute(), repair=not args.dry_run)
+
+
+def cmd_recover(args: argparse.Namespace) -> int:
+    from .backends import ObjectStoreError, open_backend
+    from .snapshot import recover
+
+    setup_logging("INFO")
+    try:
+        with open_backend(args.backend) as backend:
+            counts = recover(backend, args.state.absolute(), args.cache.absolute())
+    except ObjectStoreError as exc:
+        raise MountError(f"recovery from {args.backend} failed: {exc}") from None
+    source = "the catalog snapshot" if counts["from_snapshot"] else "object metadata only"
+    print(f"hsmfs: recovered from {source}: {counts['released']} file(s) released, "
+          f"{counts['rebuilt']} rebuilt from metadata, {counts['lost']} lost")  # fmt: skip
+    return 0
 
 
 def cmd_config_show(args: argparse.Namespace) -> int:

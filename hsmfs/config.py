@@ -9,8 +9,9 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import UsageError
 
@@ -29,12 +30,87 @@ class FsSettings(_Section):
     sync_interval: float = Field(5.0, gt=0, description="seconds between catalog syncs to disk")
 
 
+def parse_size(text: str | int, total: int) -> int:
+    """Bytes from "80%" (of ``total``), "20GiB", "500M" or a plain number of bytes."""
+    if isinstance(text, int):
+        return text
+    value = text.strip().upper().removesuffix("B").removesuffix("I")
+    if value.endswith("%"):
+        return int(total * float(value[:-1]) / 100)
+    factor = 1
+    for unit, size in (("K", 1 << 10), ("M", 1 << 20), ("G", 1 << 30), ("T", 1 << 40)):
+        if value.endswith(unit):
+            value, factor = value[:-1], size
+            break
+    return int(float(value) * factor)
+
+
+def _check_size(text: str | int) -> str | int:
+    try:
+        parse_size(text, 100)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a size: use 80%, 20GiB, 500M or bytes") from None
+    return text
+
+
+class HsmSettings(_Section):
+    backend: str | None = Field(
+        None,
+        description="object store URL (s3://BUCKET/PREFIX?endpoint=...) or file:///DIR; "
+        "default: file://STATE/objects",
+    )
+    migrate_after: float = Field(
+        60.0, ge=0, description="seconds a closed file stays unmodified before migration"
+    )
+    max_uploads: int = Field(4, ge=1, description="concurrent uploads")
+    max_stages: int = Field(4, ge=1, description="concurrent stages (downloads of whole files)")
+    high_watermark: str | int = Field("90%", description="cache use that starts releasing")
+    low_watermark: str | int = Field("80%", description="cache use that releasing stops at")
+    release_after: float | None = Field(
+        None, ge=0, description="release archived files not accessed for this many seconds"
+    )
+    stage_timeout: float = Field(
+        120.0, gt=0, description="seconds a read waits for staging before EIO"
+    )
+    retry_min: float = Field(
+        5.0, gt=0, description="first retry delay of a failed upload (doubles)"
+    )
+    retry_max: float = Field(600.0, gt=0, description="longest retry delay of a failed upload")
+    scan_interval: float = Field(1.0, gt=0, description="seconds between policy runs")
+    snapshot_interval: float = Field(
+        3600.0, gt=0, description="seconds between catalog snapshots to the object store"
+    )
+    connect_timeout: float = Field(5.0, gt=0, description="object store connect timeout (s)")
+    read_timeout: float = Field(30.0, gt=0, description="object store read timeout (s)")
+
+    _v_high = field_validator("high_watermark", "low_watermark")(_check_size)
+
+
 class Config(_Section):
     fs: FsSettings = FsSettings()
+    hsm: HsmSettings = HsmSettings()
 
     def masked(self) -> dict[str, Any]:
         """The effective configuration as plain data, safe to print."""
-        return self.model_dump(mode="json")
+        data = self.model_dump(mode="json")
+        if data["hsm"]["backend"]:
+            data["hsm"]["backend"] = mask_url(data["hsm"]["backend"])
+        return data
+
+
+def mask_url(url: str) -> str:
+    """A URL with any user:password part and secret-looking query values masked."""
+    parts = urlsplit(url)
+    netloc = parts.netloc.rsplit("@", 1)[-1] if "@" in parts.netloc else parts.netloc
+    if "@" in parts.netloc:
+        netloc = "***@" + netloc
+    query = "&".join(
+        f"{k}=***"
+        if any(w in k.lower() for w in ("secret", "key", "token", "password"))
+        else f"{k}={v}"
+        for k, v in parse_qsl(parts.query, keep_blank_values=True)
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def load_config(path: Path | None) -> Config:

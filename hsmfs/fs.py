@@ -13,16 +13,22 @@ import json
 import logging
 import os
 import stat
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import pyfuse3
 import trio
 
 from .cache import CacheDir, pread_into, pread_nowait
-from .catalog import NAME_MAX, ROOT_INO, Catalog, HsmState, Inode, Txn, now_ns
+from .catalog import NAME_MAX, ROOT_INO, Catalog, HsmFlag, HsmState, Inode, Txn, now_ns
 from .config import Config
+from .migrator import ReleaseRefused
+
+if TYPE_CHECKING:
+    from .migrator import Migrator
+    from .stager import Stage, Stager
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +75,27 @@ class OpenInode:
     fd: int
     handles: int = 0
     writers: int = 0
+    stage: Stage | None = None  # set while the data is being staged back
 
 
 @dataclass
 class Handle:
     ino: int
     writable: bool
+
+
+def format_flags(flags: int) -> str:
+    return ",".join(flag.name.lower() for flag in HsmFlag if flags & flag)
+
+
+def parse_flags(text: str) -> int:
+    flags = 0
+    for word in filter(None, (w.strip() for w in text.split(","))):
+        try:
+            flags |= HsmFlag[word.upper()]
+        except KeyError:
+            raise fail(errno.EINVAL) from None
+    return flags
 
 
 class HsmFs(pyfuse3.Operations):
@@ -92,6 +113,12 @@ class HsmFs(pyfuse3.Operations):
         self.handles: dict[int, Handle] = {}
         self._next_fh = 1
         self.daemon_info: dict[str, Any] = {}
+        # Set by the mount once the HSM runs; without them the file system is local only.
+        self.stager: Stager | None = None
+        self.migrator: Migrator | None = None
+        self.delete_object: Any = None  # callable(key): remove a deleted file's copy
+        self.data_versions: dict[int, int] = {}
+        self.last_open: dict[int, int] = {}  # ino -> ns; since mount, for the release order
         self.counters: dict[str, int] = {
             "reads": 0,
             "writes": 0,
@@ -140,16 +167,24 @@ class HsmFs(pyfuse3.Operations):
     def _in_use(self, ino: int) -> bool:
         return ino in self.lookups or ino in self.open_inodes
 
-    def _drop_link(self, txn: Txn, inode: Inode) -> bool:
-        """After nlink reached 0: delete now, or park as orphan. True if deleted now."""
+    def _drop_link(self, txn: Txn, inode: Inode) -> tuple[int, str | None] | None:
+        """After nlink reached 0: delete now, or park as orphan until the kernel forgets it.
+
+        Returns what ``_purge`` must remove once the transaction committed, if anything."""
         if self._in_use(inode.ino):
             txn.add_to(b"orphans", inode.ino)
-            return False
-        txn.delete_inode(inode.ino)
-        return True
+            return None
+        return inode.ino, txn.delete_inode(inode.ino)
 
-    def _purge(self, ino: int) -> None:
+    def _purge(self, deleted: tuple[int, str | None] | None) -> None:
+        """Remove the data of a deleted inode: its cache file and its object-store copy."""
+        if deleted is None:
+            return
+        ino, key = deleted
         self.cache.remove(ino)
+        self.data_versions.pop(ino, None)
+        if key is not None and self.delete_object is not None:
+            self.delete_object(key)
 
     def _new_owner(self, parent: Inode, mode: int, ctx: pyfuse3.RequestContext) -> tuple[int, int]:
         """(mode, gid) for a new inode, honouring a set-group-ID parent directory."""
@@ -220,8 +255,8 @@ class HsmFs(pyfuse3.Operations):
             inode = txn.get_inode(ino)
             if inode is None or inode.nlink > 0:
                 return
-            txn.delete_inode(ino)
-        self._purge(ino)
+            deleted = (ino, txn.delete_inode(ino))
+        self._purge(deleted)
 
     @fuse_op
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
@@ -263,7 +298,17 @@ class HsmFs(pyfuse3.Operations):
             raise fail(errno.EINVAL)
         opened = self.open_inodes.get(ino)
         if opened is not None:
+            await self._wait_staged(opened, node.size)
             await trio.to_thread.run_sync(os.ftruncate, opened.fd, size, limiter=self.io_limiter)
+        elif node.hsm_state == HsmState.RELEASED and size == 0:
+            self.cache.create_empty(ino)  # nothing of the old data survives: no stage
+        elif node.hsm_state == HsmState.RELEASED:
+            info = await self._open(ino, os.O_RDWR)  # stages the data first
+            try:
+                await self._truncate(ino, size)
+            finally:
+                await self.release(info.fh)
+            return
         else:
             await trio.to_thread.run_sync(self.cache.truncate, ino, size, limiter=self.io_limiter)
         with self.catalog.write() as txn:
@@ -272,11 +317,18 @@ class HsmFs(pyfuse3.Operations):
             node.touch()
             self._mark_modified(node)
             txn.put_inode(node)
+        if opened is None and self.migrator is not None:
+            self.migrator.schedule(ino)
 
     def _mark_modified(self, inode: Inode) -> None:
         """File data changed: whatever copy the object store has is stale now."""
+        self.data_versions[inode.ino] = self.data_versions.get(inode.ino, 0) + 1
         if inode.is_reg and inode.hsm_state != HsmState.LOST:
             inode.hsm_state = HsmState.DIRTY
+
+    def is_open(self, ino: int, *, writers: bool) -> bool:
+        opened = self.open_inodes.get(ino)
+        return opened is not None and (opened.writers > 0 or not writers)
 
     @fuse_op
     async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
@@ -336,10 +388,9 @@ class HsmFs(pyfuse3.Operations):
             parent.touch()
             txn.put_inode(parent)
             txn.put_inode(inode)
-            if inode.nlink == 0 and self._drop_link(txn, inode):
-                purge = ino
-        if purge is not None:
-            self._purge(purge)
+            if inode.nlink == 0:
+                purge = self._drop_link(txn, inode)
+        self._purge(purge)
 
     @fuse_op
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
@@ -361,7 +412,8 @@ class HsmFs(pyfuse3.Operations):
             parent.nlink -= 1
             parent.touch()
             txn.put_inode(parent)
-            self._drop_link(txn, inode)
+            purge = self._drop_link(txn, inode)
+        self._purge(purge)
 
     @fuse_op
     async def rename(
@@ -425,16 +477,15 @@ class HsmFs(pyfuse3.Operations):
                     dst.nlink -= 1
                 dst.touch(mtime=False)
                 txn.put_inode(dst)
-                if dst.nlink == 0 and self._drop_link(txn, dst):
-                    purge = dst.ino
+                if dst.nlink == 0:
+                    purge = self._drop_link(txn, dst)
             old_parent.touch()
             new_parent.touch()
             txn.put_inode(src)
             txn.put_inode(old_parent)
             if new_parent.ino != old_parent.ino:
                 txn.put_inode(new_parent)
-        if purge is not None:
-            self._purge(purge)
+        self._purge(purge)
 
     def _exchange(
         self,
@@ -554,27 +605,66 @@ class HsmFs(pyfuse3.Operations):
             raise fail(errno.EIO)
         writable = (flags & os.O_ACCMODE) != os.O_RDONLY
         opened = self.open_inodes.get(ino)
-        if opened is None:
-            fd = await trio.to_thread.run_sync(self.cache.open, ino, limiter=self.io_limiter)
-            opened = self.open_inodes.get(ino)  # another open may have won the race
-            if opened is None:
-                opened = OpenInode(node, fd)
-                self.open_inodes[ino] = opened
-                self.catalog.live[ino] = node
-            else:
-                os.close(fd)
+        if opened is None or (opened.stage is not None and opened.stage.error is not None):
+            opened = await self._open_data(ino, node)
         opened.handles += 1
+        fh = self._next_fh
+        self._next_fh += 1
+        self.handles[fh] = Handle(ino, writable)
         if writable:
             opened.writers += 1
             if opened.writers == 1:
                 with self.catalog.write() as txn:
                     txn.add_to(b"open_writes", ino)
-        fh = self._next_fh
-        self._next_fh += 1
-        self.handles[fh] = Handle(ino, writable)
+            try:
+                await self._wait_staged(opened, node.size)  # a write needs all the old data
+            except pyfuse3.FUSEError:
+                await self.release(fh)
+                raise
         if writable and flags & os.O_TRUNC and opened.inode.size:
             await self._truncate(ino, 0)
+        self.last_open[ino] = now_ns()  # orders releases (LRU); atime stays POSIX (noatime)
         return pyfuse3.FileInfo(fh=fh, keep_cache=True)
+
+    async def _open_data(self, ino: int, node: Inode) -> OpenInode:
+        """Open the cache file of ``ino``, starting a stage first if it is released."""
+        stage = None
+        if node.hsm_state == HsmState.RELEASED:
+            if self.stager is None:
+                raise fail(errno.EIO)
+            stage = self.stager.start(ino)
+            fd = await trio.to_thread.run_sync(os.open, stage.part, os.O_RDWR | os.O_CLOEXEC)
+        else:
+            fd = await trio.to_thread.run_sync(self.cache.open, ino, limiter=self.io_limiter)
+        opened = self.open_inodes.get(ino)  # another open may have won the race
+        if opened is None:
+            opened = OpenInode(node, fd, stage=stage)
+            self.open_inodes[ino] = opened
+            self.catalog.live[ino] = node
+        elif opened.stage is not None and opened.stage.error is not None:
+            os.close(opened.fd)  # the part file of a failed stage: retry with the new one
+            opened.fd, opened.stage = fd, stage
+        else:
+            os.close(fd)
+        return opened
+
+    async def _wait_staged(self, opened: OpenInode, end: int) -> None:
+        """Wait until bytes [0, end) of a file being staged are here and verified."""
+        stage = opened.stage
+        if stage is None:
+            return
+        if stage.done:
+            opened.stage = None
+            return
+        await stage.wait_for(end, self.config.hsm.stage_timeout)
+
+    def on_staged(self, ino: int) -> None:
+        opened = self.open_inodes.get(ino)
+        if opened is not None and opened.stage is not None and opened.stage.done:
+            opened.stage = None
+        live = self.catalog.live.get(ino)
+        if live is not None and live.hsm_state == HsmState.RELEASED:
+            live.hsm_state = HsmState.ARCHIVED
 
     @fuse_op
     async def create(
@@ -587,6 +677,8 @@ class HsmFs(pyfuse3.Operations):
     @fuse_op
     async def read(self, fh: int, off: int, size: int) -> bytes | memoryview:
         opened = self.open_inodes[self.handles[fh].ino]
+        if opened.stage is not None:
+            await self._wait_staged(opened, off + size)
         buf = bytearray(size)
         n = pread_nowait(opened.fd, buf, off)
         if n is None:
@@ -645,6 +737,8 @@ class HsmFs(pyfuse3.Operations):
                 txn.put_inode(opened.inode)
                 if last_writer:
                     txn.remove_from(b"open_writes", ino)
+            if last_writer and opened.inode.hsm_state == HsmState.DIRTY and self.migrator:
+                self.migrator.schedule(ino)
         if opened.handles == 0:
             del self.open_inodes[ino]
             self.catalog.live.pop(ino, None)
@@ -666,16 +760,62 @@ class HsmFs(pyfuse3.Operations):
         """The virtual ``user.hsm.*`` attributes; computed, never stored."""
         if name == b"user.hsm.daemon" and inode.ino == ROOT_INO and self.daemon_info:
             return json.dumps(self.daemon_info).encode()
-        if name == b"user.hsm.state" and inode.is_reg:
+        if not inode.is_reg:
+            raise fail(pyfuse3.ENOATTR)
+        if name == b"user.hsm.state":
             return HsmState(inode.hsm_state).name.lower().encode()
+        if name == b"user.hsm.flags":
+            return format_flags(inode.hsm_flags).encode()
+        field = {
+            b"user.hsm.key": "key",
+            b"user.hsm.md5": "md5",
+            b"user.hsm.archived_at": "archived_at",
+        }
+        if name in field:
+            with self.catalog.read() as txn:
+                value = txn.hsm_record(inode.ino).get(field[name])
+            if value is not None and inode.hsm_state in (HsmState.ARCHIVED, HsmState.RELEASED):
+                if name == b"user.hsm.archived_at":
+                    value = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(value))
+                return str(value).encode()
         raise fail(pyfuse3.ENOATTR)
+
+    def set_hsm_xattr(self, inode: Inode, name: bytes, value: bytes) -> None:
+        """``user.hsm.action`` (archive, release, stage) and ``user.hsm.flags``."""
+        if not inode.is_reg or name not in (b"user.hsm.action", b"user.hsm.flags"):
+            raise fail(errno.EPERM)  # the rest of user.hsm.* is the HSM's own
+        text = value.decode(errors="replace").strip().lower()
+        if name == b"user.hsm.flags":
+            flags = parse_flags(text)
+            with self.catalog.write() as txn:
+                node = self._get(txn, inode.ino)
+                node.hsm_flags = flags
+                txn.put_inode(node)
+            return
+        if self.migrator is None or self.stager is None:
+            raise fail(errno.ENOTSUP)
+        if text == "archive":
+            if inode.hsm_state == HsmState.DIRTY:
+                self.migrator.schedule(inode.ino, delay=0)
+        elif text == "release":
+            try:
+                self.migrator.release(inode.ino)
+            except ReleaseRefused as exc:
+                log.info("release of inode %d refused: %s", inode.ino, exc)
+                raise fail(errno.EBUSY) from None
+        elif text == "stage":
+            if inode.hsm_state == HsmState.RELEASED:
+                self.stager.start(inode.ino)
+        else:
+            raise fail(errno.EINVAL)
 
     @fuse_op
     async def setxattr(
         self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext
     ) -> None:
         if name.startswith(HSM_PREFIX):
-            raise fail(errno.EPERM)  # reserved for the HSM
+            self.set_hsm_xattr(self._inode(inode), name, value)
+            return
         self._check_xattr_name(name)
         if len(value) > XATTR_SIZE_MAX:
             raise fail(errno.E2BIG)

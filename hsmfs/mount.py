@@ -14,13 +14,18 @@ from pathlib import Path
 import pyfuse3
 import trio
 
+from .actions import Actions
+from .backends import ObjectStore, ObjectStoreError, open_backend
 from .cache import CacheDir
-from .catalog import Catalog
+from .catalog import Catalog, HsmState, now_ns
 from .config import Config, load_config
 from .control import ControlServer
-from .errors import MountError
+from .errors import MountError, UsageError
 from .fs import HsmFs
 from .lock import StateLock
+from .migrator import Migrator
+from .snapshot import take_snapshot
+from .stager import Stager, discard_partial_stages
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +36,28 @@ class MountOptions:
     cache_dir: Path
     state_dir: Path
     config_file: Path | None = None
+    backend_url: str | None = None  # overrides the configuration's hsm.backend
+
+
+def backend_url(options: MountOptions, config: Config) -> str:
+    """--backend, else the configuration, else the embedded default: a local directory."""
+    url = options.backend_url or config.hsm.backend
+    if url is None:
+        default = options.state_dir / "objects"
+        default.mkdir(parents=True, exist_ok=True)
+        url = f"file://{default}"
+    return url
+
+
+def open_store(options: MountOptions, config: Config) -> ObjectStore:
+    try:
+        return open_backend(
+            backend_url(options, config),
+            connect_timeout=config.hsm.connect_timeout,
+            read_timeout=config.hsm.read_timeout,
+        )
+    except ObjectStoreError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def recover(catalog: Catalog, cache: CacheDir) -> None:
@@ -53,12 +80,16 @@ def recover(catalog: Catalog, cache: CacheDir) -> None:
                 txn.put_inode(inode)
                 resized += 1
             txn.remove_from(b"open_writes", ino)
+            inode = txn.get_inode(ino)
+            if inode is not None and inode.hsm_state == HsmState.DIRTY:
+                txn.enqueue(ino, now_ns())  # it was never closed, so never queued
         for ino in txn.members(b"orphans"):
             txn.delete_inode(ino)
             purged.append(ino)
         txn.set_meta(b"clean", b"0")
     for ino in purged:
         cache.remove(ino)
+    discard_partial_stages(catalog, cache)
     catalog.sync()
     if unclean:
         strays = remove_stray_cache_files(catalog, cache)
@@ -117,13 +148,16 @@ class Daemon:
         self.config: Config = load_config(options.config_file)
         self.lock = StateLock(options.state_dir, f"mounted at {options.mountpoint}")
         self.fs: HsmFs | None = None
+        self.backend: ObjectStore | None = None
         self._cancel: trio.CancelScope | None = None
 
     def run(self, on_ready: Callable[[], None]) -> None:
         opts = self.options
         clear_stale_mount(opts.mountpoint)
         with self.lock:
+            self.backend = open_store(opts, self.config)
             catalog = Catalog(opts.state_dir / "catalog")
+            clean_exit = False
             try:
                 cache = CacheDir(opts.cache_dir)
                 recover(catalog, cache)
@@ -145,6 +179,7 @@ class Daemon:
                     raise MountError(f"cannot mount {opts.mountpoint}: {exc}") from None
                 try:
                     trio.run(self._serve, on_ready)
+                    clean_exit = True
                 finally:
                     pyfuse3.close(unmount=True)
                     log.info("unmounted %s", opts.mountpoint)
@@ -153,14 +188,36 @@ class Daemon:
                 with catalog.write() as txn:
                     txn.set_meta(b"clean", b"1")
                 catalog.sync()
+                if clean_exit:
+                    self._snapshot(catalog)
                 catalog.close()
+                self.backend.close()
+
+    def _snapshot(self, catalog: Catalog) -> None:
+        assert self.backend is not None
+        try:
+            take_snapshot(catalog, self.backend, self.options.state_dir)
+        except Exception as exc:
+            log.error("catalog snapshot to %s failed: %s", self.backend.describe(), exc)
 
     async def _serve(self, on_ready: Callable[[], None]) -> None:
         assert self.fs is not None
+        fs, backend = self.fs, self.backend
+        assert backend is not None
         control = ControlServer(self.options.state_dir / "control.sock")
-        control.command("status", self._status)
         async with trio.open_nursery() as nursery:
             self._cancel = nursery.cancel_scope
+            limiter = trio.CapacityLimiter(backend.options.max_pool_connections)
+            fs.stager = Stager(fs.catalog, fs.cache, backend, limiter, nursery, fs.on_staged)
+            fs.migrator = Migrator(
+                fs.catalog, fs.cache, backend, self.config, limiter,
+                fs.is_open, lambda ino: fs.data_versions.get(ino, 0), fs.last_open,
+            )  # fmt: skip
+            fs.delete_object = lambda key: nursery.start_soon(self._delete_object, key, limiter)
+            self.actions = Actions(fs, backend, self.options, lambda: self.config)
+            self.actions.register(control)
+            nursery.start_soon(fs.migrator.run, nursery)
+            nursery.start_soon(self._periodic_snapshot, limiter)
             nursery.start_soon(self._fuse_main, nursery.cancel_scope)
             nursery.start_soon(self._signals)
             nursery.start_soon(self._periodic_sync)
@@ -197,6 +254,8 @@ class Daemon:
         self.config = new
         if self.fs is not None:
             self.fs.config = new
+            if self.fs.migrator is not None:
+                self.fs.migrator.config = new
         log.info("configuration reloaded from %s", self.options.config_file)
 
     async def _periodic_sync(self) -> None:
@@ -205,6 +264,15 @@ class Daemon:
             await trio.sleep(self.config.fs.sync_interval)
             await self.fs.sync()
 
-    async def _status(self, request: dict) -> dict:
+    async def _periodic_snapshot(self, limiter: trio.CapacityLimiter) -> None:
         assert self.fs is not None
-        return {"ok": True, "daemon": self.fs.daemon_info, "fs": self.fs.statistics()}
+        while True:
+            await trio.sleep(self.config.hsm.snapshot_interval)
+            await trio.to_thread.run_sync(self._snapshot, self.fs.catalog, limiter=limiter)
+
+    async def _delete_object(self, key: str, limiter: trio.CapacityLimiter) -> None:
+        assert self.backend is not None
+        try:
+            await trio.to_thread.run_sync(self.backend.delete, key, limiter=limiter)
+        except Exception as exc:
+            log.error("could not delete object %s of a deleted file: %s", key, exc)

@@ -118,7 +118,8 @@ class StoreOptions:
     max_pool_connections: int = 10  # botocore pool; size the caller's CapacityLimiter to it
     transfer_concurrency: int = 4  # threads (and connections) one large transfer uses
     multipart_threshold: int = 64 * MiB
-    multipart_chunksize: int = 32 * MiB  # part size of uploads and range size of downloads
+    multipart_chunksize: int = 16 * MiB  # part size of uploads
+    download_chunksize: int = 64 * MiB  # range size of parallel downloads
     retry_attempts: int = 5
     retry_base_delay: float = 0.2
     retry_max_delay: float = 5.0
@@ -337,13 +338,15 @@ class ObjectStore(ABC):
         key: str,
         local_path: Path,
         *,
+        md5: str | None = None,
         metadata: Mapping[str, str] | None = None,
         progress: ProgressCallback | None = None,
     ) -> ObjectInfo:
         """Store the file under `key`; return only once the store confirmed size and MD5.
 
-        Raises UploadNotVerified if it does not (the object may then exist but must not
-        be trusted).
+        `md5`: the file's MD5 if the caller already knows it (it is checked, not trusted).
+        Raises UploadNotVerified if the store does not confirm (the object may then exist
+        but must not be trusted). `progress` restarts from zero when a retry starts over.
         """
 
     @abstractmethod

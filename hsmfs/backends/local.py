@@ -124,6 +124,7 @@ class LocalStore(ObjectStore):
         source: BinaryIO,
         metadata: Mapping[str, str] | None,
         progress: ProgressCallback | None,
+        expected_md5: str | None = None,
     ) -> ObjectInfo:
         """Copy `source` to a temporary file, hashing on the way, then rename it to `key`."""
         final = self._path(key)
@@ -146,6 +147,11 @@ class LocalStore(ObjectStore):
                     raise UploadNotVerified(
                         f"{what}: stored {os.fstat(fd).st_size} bytes, wrote {written}; "
                         "check the file system of the object store"
+                    )
+                if expected_md5 is not None and md5.hexdigest() != expected_md5:
+                    raise UploadNotVerified(
+                        f"{what}: the bytes read have MD5 {md5.hexdigest()}, not "
+                        f"{expected_md5}; the file changed: archive it again"
                     )
                 recorded = {**(metadata or {}), MD5_METADATA_KEY: md5.hexdigest()}
                 os.setxattr(fd, XATTR, json.dumps({"metadata": recorded}).encode())
@@ -184,6 +190,7 @@ class LocalStore(ObjectStore):
         key: str,
         local_path: Path,
         *,
+        md5: str | None = None,
         metadata: Mapping[str, str] | None = None,
         progress: ProgressCallback | None = None,
     ) -> ObjectInfo:
@@ -192,7 +199,7 @@ class LocalStore(ObjectStore):
         except OSError as exc:
             raise ObjectStoreError(f"cannot read {local_path} to upload: {exc.strerror}") from exc
         with source:
-            return self._store(key, source, metadata, progress)
+            return self._store(key, source, metadata, progress, expected_md5=md5)
 
     @retry
     def put_bytes(

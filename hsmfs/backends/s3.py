@@ -18,11 +18,10 @@ import os
 import re
 import threading
 from collections import deque
-from collections.abc import Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import boto3
@@ -50,11 +49,9 @@ from .common import (
     retry,
     verify_download,
 )
+from .digest import FileDigest, HashingReader, md5_file
+from .ranges import RangeTracker, hash_region
 
-if TYPE_CHECKING:
-    from hashlib import _Hash as Hasher
-
-HASH_BLOCK = 8 * 1024 * 1024
 STREAM_CHUNK = 1024 * 1024
 THROTTLING_CODES = {
     "SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded",
@@ -63,55 +60,6 @@ THROTTLING_CODES = {
 NOT_FOUND_CODES = {"NoSuchKey", "404", "NotFound"}
 DENIED_CODES = {"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"}
 CONTENT_RANGE = re.compile(r"bytes \d+-\d+/(\d+)")
-
-
-@dataclass(frozen=True)
-class FileDigest:
-    """MD5 of a file and the ETag S3 will compute for it when uploaded in `part_size` parts."""
-
-    size: int
-    md5: str
-    etag: str
-
-
-def digest_file(path: Path, part_size: int | None) -> FileDigest:
-    """Hash `path` in one read; part MD5s (if `part_size`) on a second core meanwhile."""
-    whole = hashlib.md5()
-    parts: list[bytes] = []
-    part_hash = hashlib.md5()
-    part_filled = 0
-
-    def add_to_part(block: bytes) -> None:
-        nonlocal part_hash, part_filled
-        part_hash.update(block)
-        part_filled += len(block)
-        if part_filled == part_size:
-            parts.append(part_hash.digest())
-            part_hash, part_filled = hashlib.md5(), 0
-
-    size = 0
-    with open(path, "rb") as source, ThreadPoolExecutor(1) as helper:
-        pending: Future[None] | None = None
-        while True:
-            # Blocks never straddle a part boundary, so add_to_part sees whole parts.
-            want = HASH_BLOCK if not part_size else min(HASH_BLOCK, part_size - size % part_size)
-            block = source.read(want)
-            if not block:
-                break
-            size += len(block)
-            if part_size:
-                if pending:
-                    pending.result()
-                pending = helper.submit(add_to_part, block)
-            whole.update(block)
-        if pending:
-            pending.result()
-    md5 = whole.hexdigest()
-    if not part_size:
-        return FileDigest(size, md5, md5)
-    if part_filled:
-        parts.append(part_hash.digest())
-    return FileDigest(size, md5, f"{hashlib.md5(b''.join(parts)).hexdigest()}-{len(parts)}")
 
 
 def mask_url(url: str) -> str:
@@ -371,29 +319,45 @@ class S3Store(ObjectStore):
         key: str,
         local_path: Path,
         *,
+        md5: str | None = None,
         metadata: Mapping[str, str] | None = None,
         progress: ProgressCallback | None = None,
     ) -> ObjectInfo:
+        """See ObjectStore.upload. `md5`, if the caller knows it (hashed while the file
+        was written), saves reading the file twice; a wrong one fails verification."""
         full_key = self._full_key(key)
         try:
-            digest = digest_file(local_path, self._part_size(os.stat(local_path).st_size))
+            source = open(local_path, "rb")
         except OSError as exc:
             raise ObjectStoreError(f"cannot read {local_path} to upload: {exc.strerror}") from exc
-        self.stats.count("requests")
-        try:
-            self.client.upload_file(
-                str(local_path),
-                self.bucket,
-                full_key,
-                ExtraArgs={"Metadata": {**(metadata or {}), MD5_METADATA_KEY: digest.md5}},
-                Config=self.transfer_config,
-                Callback=progress,
+        with source:
+            size = os.fstat(source.fileno()).st_size
+            if md5 is None:
+                # S3 takes metadata before the data: hash first, then hash again on the
+                # way out to prove that what was sent is what was hashed.
+                md5 = md5_file(local_path)
+            reader = HashingReader(source, self._part_size(size))
+            self.stats.count("requests")
+            try:
+                self.client.upload_fileobj(
+                    reader,
+                    self.bucket,
+                    full_key,
+                    ExtraArgs={"Metadata": {**(metadata or {}), MD5_METADATA_KEY: md5}},
+                    Config=self.transfer_config,
+                    Callback=progress,
+                )
+            except Exception as exc:
+                raise self._translate(exc, key) from exc
+        sent = reader.digest()
+        if sent is None or sent.md5 != md5 or sent.size != size:
+            raise UploadNotVerified(
+                f"{self._name(key)}: the bytes sent from {local_path} do not match its MD5 "
+                f"{md5} or size {size}; the file changed during the upload: archive it again"
             )
-        except Exception as exc:
-            raise self._translate(exc, key) from exc
         self.stats.count("uploads")
-        self.stats.count("bytes_up", digest.size)
-        return self._verify_upload(key, digest, local_path)
+        self.stats.count("bytes_up", size)
+        return self._verify_upload(key, sent, local_path)
 
     def _verify_upload(
         self, key: str, digest: FileDigest, local_path: Path | None = None
@@ -461,64 +425,80 @@ class S3Store(ObjectStore):
         info = self.head(key)
         if info is None:
             raise NoSuchObject(f"{self._name(key)}: no such object")
-        if start > info.size:
-            start = 0  # the partial file is not a prefix of this object
         md5 = hashlib.md5()
         fd = os.open(local_path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             start = min(start, os.fstat(fd).st_size)
-            chunk = self.options.multipart_chunksize
-            ranges = deque(
-                (offset, min(offset + chunk, info.size))
-                for offset in range(start, info.size, chunk)
-            )
-            in_flight: deque[Future[None]] = deque()
-            failed = threading.Event()
-
-            def submit_next() -> None:
-                offset, stop = ranges.popleft()
-                in_flight.append(
-                    self._downloaders.submit(self._fetch_range, key, info, offset, stop, fd, failed)
-                )
-
-            for _ in range(min(self.options.transfer_concurrency, len(ranges))):
-                submit_next()
-            hash_region(fd, 0, start, md5)  # while the first ranges arrive
+            if start > info.size:
+                start = 0  # the partial file is not a prefix of this object
+            tracker = RangeTracker(start, info.size, self.options.download_chunksize)
+            running = self._start_ranges(key, info, fd, tracker)
             try:
-                offset = start
-                while in_flight:
-                    in_flight.popleft().result()
-                    if ranges:
-                        submit_next()
-                    stop = min(offset + chunk, info.size)
-                    hash_region(fd, offset, stop, md5)
+                hash_region(fd, 0, start, md5)  # while the first ranges arrive
+                hashed = start
+                while hashed < info.size:
+                    available = tracker.wait_beyond(hashed)
+                    hash_region(fd, hashed, available, md5)
                     if progress:
-                        progress(stop - offset)
-                    offset = stop
+                        progress(available - hashed)
+                    hashed = available
             finally:
-                failed.set()  # stop the other ranges early if this one failed
-                for future in in_flight:
-                    future.cancel()
-                for future in in_flight:
-                    if not future.cancelled():
-                        future.exception()
+                tracker.cancelled.set()
+                wait(running())  # no thread may write to fd once it is closed
             os.ftruncate(fd, info.size)
         finally:
             os.close(fd)
         self.stats.count("downloads")
-        self.stats.count("bytes_down", info.size - start)
         verify_download(self._name(key), info, info.size, md5.hexdigest(), local_path)
         return info
 
+    def _start_ranges(
+        self, key: str, info: ObjectInfo, fd: int, tracker: RangeTracker
+    ) -> Callable[[], list[Future[None]]]:
+        """Fetch the tracker's ranges, `transfer_concurrency` at a time, on the shared pool;
+        return a function listing the futures started so far."""
+        pending = deque(range(len(tracker.ranges)))
+        started: list[Future[None]] = []
+        lock = threading.Lock()
+
+        def launch() -> None:
+            with lock:
+                if not pending or tracker.cancelled.is_set():
+                    return
+                index = pending.popleft()
+                future = self._downloaders.submit(self._fetch_range, key, info, fd, tracker, index)
+                started.append(future)
+            future.add_done_callback(finished)
+
+        def finished(future: Future[None]) -> None:
+            error = None if future.cancelled() else future.exception()
+            if error is not None:
+                tracker.fail(error)
+            else:
+                launch()
+
+        for _ in range(self.options.transfer_concurrency):
+            launch()
+
+        def running() -> list[Future[None]]:
+            with lock:
+                return list(started)
+
+        return running
+
     @retry
     def _fetch_range(
-        self, key: str, info: ObjectInfo, offset: int, stop: int, fd: int, failed: threading.Event
+        self, key: str, info: ObjectInfo, fd: int, tracker: RangeTracker, index: int
     ) -> None:
-        """Write bytes [offset, stop) of the object version `info` at `offset` of `fd`."""
+        """Write range `index` of the object version `info` into `fd`, resuming where an
+        earlier attempt stopped."""
+        offset, stop = tracker.position(index), tracker.end(index)
+        if offset >= stop:
+            return
         response = self._get(key, offset, stop, info.etag)
         body = response["Body"]
         try:
-            while offset < stop and not failed.is_set():
+            while offset < stop and not tracker.cancelled.is_set():
                 data = body.read(min(STREAM_CHUNK, stop - offset))
                 if not data:
                     raise TemporaryFailure(
@@ -528,23 +508,14 @@ class S3Store(ObjectStore):
                 while written < len(data):
                     written += os.pwrite(fd, data[written:], offset + written)
                 offset += len(data)
+                tracker.advance(index, len(data))
+                self.stats.count("bytes_down", len(data))
         except ObjectStoreError:
             raise
         except Exception as exc:
             raise self._translate(exc, key) from exc
         finally:
             body.close()
-
-
-def hash_region(fd: int, offset: int, stop: int, md5: Hasher) -> None:
-    """Feed bytes [offset, stop) of `fd` to `md5`."""
-    position = offset
-    while position < stop:
-        data = os.pread(fd, min(HASH_BLOCK, stop - position), position)
-        if not data:
-            break
-        md5.update(data)
-        position += len(data)
 
 
 class S3Reader(ObjectReader):

@@ -35,12 +35,16 @@ def normalize_member_path(name: str) -> str:
     parts = [part for part in name.split("/") if part not in ("", ".")]
     if ".." in parts:
         raise UnsafeName("has a '..' component that could point outside the tar")
+    path = "/".join(parts)
     try:
-        if any(len(encode_name(part)) > MAX_COMPONENT_BYTES for part in parts):
-            raise UnsafeName(f"has a component longer than {MAX_COMPONENT_BYTES} bytes")
-        path = "/".join(parts)
-        if len(encode_name(path)) > MAX_PATH_BYTES:
+        length = len(encode_name(path))
+        if length > MAX_PATH_BYTES:
             raise UnsafeName(f"is longer than {MAX_PATH_BYTES} bytes")
+        # Only a path longer than NAME_MAX can hold a component that is.
+        if length > MAX_COMPONENT_BYTES and any(
+            len(encode_name(part)) > MAX_COMPONENT_BYTES for part in parts
+        ):
+            raise UnsafeName(f"has a component longer than {MAX_COMPONENT_BYTES} bytes")
     except UnicodeEncodeError:
         raise UnsafeName("is not representable as bytes") from None
     return path

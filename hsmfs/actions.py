@@ -1,0 +1,139 @@
+"""The control-socket commands behind hsmctl: status, archive, release, stage.
+
+``archive`` and ``stage`` wait until every file is done, sending a progress line per
+file; ``release`` answers at once with the files it refused and why.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from .backends import ObjectStore
+from .catalog import HsmState
+from .config import Config
+from .migrator import ReleaseRefused
+
+if TYPE_CHECKING:
+    from .fs import HsmFs
+    from .mount import MountOptions
+
+POLL = 0.1
+
+
+class Actions:
+    def __init__(
+        self,
+        fs: HsmFs,
+        backend: ObjectStore,
+        options: MountOptions,
+        config: Callable[[], Config],
+    ) -> None:
+        self.fs = fs
+        self.backend = backend
+        self.options = options
+        self.config = config
+
+    def register(self, control: Any) -> None:
+        control.command("status", self.status)
+        control.command("archive", self.archive)
+        control.command("release", self.release)
+        control.command("stage", self.stage)
+
+    def _state(self, ino: int) -> HsmState | None:
+        inode = self.fs.catalog.live.get(ino)
+        if inode is None:
+            with self.fs.catalog.read() as txn:
+                inode = txn.get_inode(ino)
+        return None if inode is None or not inode.is_reg else HsmState(inode.hsm_state)
+
+    async def status(self, request: dict[str, Any]) -> dict[str, Any]:
+        fs = self.fs
+        assert fs.migrator is not None and fs.stager is not None
+        reachable, error = True, None
+        try:
+            with trio.fail_after(self.config().hsm.connect_timeout + 5):
+                await trio.to_thread.run_sync(self.backend.ping, abandon_on_cancel=True)
+        except Exception as exc:
+            reachable, error = False, str(exc) or "no answer"
+        return {
+            "ok": True,
+            "daemon": fs.daemon_info,
+            "backend": {
+                "url": self.backend.describe(),
+                "reachable": reachable,
+                "error": error,
+                **self.backend.statistics(),
+            },
+            "cache": fs.migrator.watermarks(),
+            "migration": fs.migrator.statistics(),
+            "staging": fs.stager.statistics(),
+            "fs": fs.statistics(),
+        }
+
+    async def archive(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        migrator = self.fs.migrator
+        assert migrator is not None
+        inos = [int(i) for i in request["inos"]]
+        for ino in inos:
+            if self._state(ino) == HsmState.DIRTY:
+                migrator.schedule(ino, delay=0)
+        failed = 0
+        for ino in inos:
+            while (state := self._state(ino)) == HsmState.DIRTY and ino not in migrator.failures:
+                await trio.sleep(POLL)
+            if state == HsmState.DIRTY:
+                failed += 1
+            yield {"ino": ino, "state": state.name.lower() if state else "not a file",
+                   "error": migrator.last_error if state == HsmState.DIRTY else None}  # fmt: skip
+        yield {"ok": failed == 0, "error": f"{failed} file(s) not archived" if failed else None}
+
+    async def release(self, request: dict[str, Any]) -> dict[str, Any]:
+        migrator = self.fs.migrator
+        assert migrator is not None
+        refused = {}
+        freed = 0
+        for ino in (int(i) for i in request["inos"]):
+            try:
+                freed += migrator.release(ino)
+            except ReleaseRefused as exc:
+                refused[str(ino)] = str(exc)
+        return {"ok": not refused, "freed": freed, "refused": refused,
+                "error": f"{len(refused)} file(s) not released" if refused else None}  # fmt: skip
+
+    async def stage(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        stager = self.fs.stager
+        assert stager is not None
+        inos = [int(i) for i in request["inos"]]
+        stages = {ino: stager.start(ino) for ino in inos if self._state(ino) == HsmState.RELEASED}
+        failed = 0
+        for ino in inos:
+            stage = stages.get(ino)
+            if stage is not None:
+                while not stage.done and stage.error is None:
+                    await trio.sleep(POLL)
+                failed += stage.error is not None
+            state = self._state(ino)
+            yield {"ino": ino, "state": state.name.lower() if state else "not a file",
+                   "error": stage.error if stage is not None else None}  # fmt: skip
+        yield {"ok": failed == 0, "error": f"{failed} file(s) not staged" if failed else None}
+
+
+def inode_numbers(paths: list[str], recursive: bool) -> list[tuple[str, int, int]]:
+    """(path, inode, size) of the regular files named, walking directories with -r."""
+    found = []
+    for path in paths:
+        st = os.stat(path)
+        if os.path.isdir(path) and recursive:
+            for dirpath, _dirs, files in os.walk(path):
+                for name in sorted(files):
+                    full = os.path.join(dirpath, name)
+                    fst = os.lstat(full)
+                    if os.path.isfile(full) and not os.path.islink(full):
+                        found.append((full, fst.st_ino, fst.st_size))
+        else:
+            found.append((path, st.st_ino, st.st_size))
+    return found

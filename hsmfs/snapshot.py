@@ -1,0 +1,144 @@
+"""Catalog snapshots in the object store, and rebuilding a mount from the bucket alone.
+
+A snapshot is a compacted copy of the LMDB catalog, uploaded (verified like any object)
+as ``SNAPSHOT_KEY``; it is taken every ``snapshot_interval`` and at every clean unmount.
+``recover`` restores the newest snapshot and reconciles it with a listing of the bucket:
+files whose object exists come back ``released`` at the same path with the same
+attributes; files archived after the snapshot are rebuilt from their object metadata;
+files that never reached the store are marked ``lost``.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import stat
+import tempfile
+from pathlib import Path
+
+from rich.progress import Progress
+
+from .backends import NoSuchObject, ObjectInfo, ObjectStore
+from .cache import CacheDir
+from .catalog import ROOT_INO, Catalog, HsmState, Txn
+from .errors import CatalogError
+from .lock import StateLock
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_KEY = ".hsmfs/catalog.mdb"
+
+
+def take_snapshot(catalog: Catalog, backend: ObjectStore, workdir: Path) -> ObjectInfo:
+    """Upload a consistent, compacted copy of the catalog (blocking: run it in a thread)."""
+    with tempfile.TemporaryDirectory(dir=workdir, prefix="snapshot-") as tmp:
+        catalog.env.copy(tmp, compact=True)
+        info = backend.upload(SNAPSHOT_KEY, Path(tmp) / "data.mdb")
+    log.info("catalog snapshot stored as %s (%d bytes)", SNAPSHOT_KEY, info.size)
+    return info
+
+
+def recover(backend: ObjectStore, state_dir: Path, cache_dir: Path) -> dict[str, int]:
+    """Rebuild the state and cache directories from the object store alone."""
+    catalog_dir = state_dir / "catalog"
+    if (catalog_dir / "data.mdb").exists():
+        raise CatalogError(
+            f"{state_dir} already holds a catalog; recover only into an empty state "
+            "directory (move the old one aside first)"
+        )
+    with StateLock(state_dir, "hsmfs recover"):
+        catalog_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            backend.download(SNAPSHOT_KEY, catalog_dir / "data.mdb")
+            from_snapshot = True
+        except NoSuchObject:
+            (catalog_dir / "data.mdb").unlink(missing_ok=True)
+            from_snapshot = False
+            log.warning("no catalog snapshot in %s: rebuilding from metadata", backend.describe())
+        objects = {i.key: i for i in backend.list("") if not i.key.startswith(".hsmfs/")}
+        shutil.rmtree(cache_dir / "data", ignore_errors=True)
+        CacheDir(cache_dir)
+        catalog = Catalog(catalog_dir)
+        counts = {"released": 0, "lost": 0, "rebuilt": 0, "from_snapshot": int(from_snapshot)}
+        try:
+            with catalog.write() as txn:
+                referenced = _reconcile(txn, objects, counts)
+                with Progress(transient=True) as progress:
+                    task = progress.add_task("rebuilding from object metadata", total=len(objects))
+                    for key, info in objects.items():
+                        progress.advance(task)
+                        if key not in referenced:
+                            _rebuild(txn, backend, key, info)
+                            counts["rebuilt"] += 1
+                txn.set_meta(b"clean", b"1")
+            catalog.sync()
+        finally:
+            catalog.close()
+    return counts
+
+
+def _reconcile(txn: Txn, objects: dict[str, ObjectInfo], counts: dict[str, int]) -> set[str]:
+    """Every file of the snapshot becomes released (object present) or lost (absent)."""
+    for name in (b"open_writes", b"orphans", b"staging"):
+        for ino in txn.members(name):
+            txn.remove_from(name, ino)
+    for ino, _ in txn.queue():
+        txn.dequeue(ino)
+    referenced: set[str] = set()
+    for inode in list(txn.inodes()):
+        if not inode.is_reg:
+            continue
+        key = txn.hsm_record(inode.ino).get("key")
+        info = objects.get(key) if key else None
+        if (
+            key
+            and info is not None
+            and info.size == inode.size
+            and inode.hsm_state != HsmState.DIRTY
+        ):
+            inode.hsm_state = HsmState.RELEASED
+            referenced.add(key)
+            counts["released"] += 1
+        else:
+            inode.hsm_state = HsmState.LOST
+            counts["lost"] += 1
+            log.error("%s: no copy in the object store; marked lost", txn.path_of(inode.ino))
+        txn.put_inode(inode)
+    return referenced
+
+
+def _rebuild(txn: Txn, backend: ObjectStore, key: str, info: ObjectInfo) -> None:
+    """Create the file an object was migrated from, at its key's path."""
+    head = backend.head(key)
+    meta = dict(head.metadata if head is not None else info.metadata)
+    parent = ROOT_INO
+    *dirs, name = key.split("/")
+    for part in dirs:
+        child = txn.lookup(parent, part.encode())
+        if child is None:
+            node = txn.new_inode(stat.S_IFDIR | 0o755, 0, 0, parent=parent)
+            txn.add_entry(parent, part.encode(), node.ino)
+            up = txn.get_inode(parent)
+            assert up is not None
+            up.nlink += 1
+            txn.put_inode(up)
+            child = node.ino
+        parent = child
+    if txn.lookup(parent, name.encode()) is not None:
+        log.warning("%s exists in the snapshot under another object; kept that one", key)
+        return
+    mode = int(meta.get("hsmfs-mode", "0o100644"), 8)
+    inode = txn.new_inode(
+        mode if stat.S_ISREG(mode) else stat.S_IFREG | 0o644,
+        int(meta.get("hsmfs-uid", "0")),
+        int(meta.get("hsmfs-gid", "0")),
+    )
+    inode.size = info.size
+    inode.mtime_ns = inode.ctime_ns = int(meta.get("hsmfs-mtime-ns", int(info.mtime * 1e9)))
+    inode.hsm_state = HsmState.RELEASED
+    txn.put_inode(inode)
+    txn.add_entry(parent, name.encode(), inode.ino)
+    md5 = head.md5 if head is not None else info.md5
+    txn.set_hsm_record(
+        inode.ino, {"key": key, "md5": md5, "size": info.size, "archived_at": info.mtime}
+    )

@@ -1,0 +1,226 @@
+"""Stage-on-read: bring a released file back from the object store, serving reads early.
+
+One ``Stage`` per inode however many readers: it downloads the object into
+``<cache file>.part`` in a worker thread, checks every block against the CRC32 recorded
+at migration before any reader sees it, and answers each read as soon as the verified
+prefix covers it. The whole object is then checked against its MD5 and the part file
+renamed into place (open file descriptors stay valid across the rename). A checksum
+mismatch marks the file ``lost``; every waiting read fails with EIO, never wrong bytes.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import threading
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyfuse3
+import trio
+
+from .backends import ChecksumMismatch, NoSuchObject, ObjectStore
+from .cache import CacheDir
+from .catalog import Catalog, HsmState
+
+log = logging.getLogger(__name__)
+
+BLOCK_SIZE = 1 << 20  # CRC32 granularity: one verified block is the unit served early
+
+
+def block_crcs(path: Path) -> list[int]:
+    """CRC32 of every BLOCK_SIZE block of a file (computed at migration)."""
+    crcs = []
+    with open(path, "rb", buffering=0) as f:
+        while block := f.read(BLOCK_SIZE):
+            crcs.append(zlib.crc32(block))
+    return crcs
+
+
+@dataclass
+class Stage:
+    ino: int
+    key: str
+    size: int
+    part: Path
+    crcs: list[int]
+    started: float = field(default_factory=time.monotonic)
+    received: int = 0  # contiguous bytes in the part file
+    verified: int = 0  # contiguous bytes checked against their block CRC
+    done: bool = False
+    error: str | None = None
+    _changed: trio.Event = field(default_factory=trio.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def notify(self) -> None:
+        """Wake every waiting reader (called on the trio thread)."""
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_for(self, end: int, timeout: float) -> None:
+        """Return once bytes [0, end) are verified; FUSEError(EIO) on failure or timeout."""
+        end = min(end, self.size)
+        with trio.move_on_after(timeout):
+            while self.verified < end and self.error is None and not self.done:
+                await self._changed.wait()
+        if self.error is not None:
+            raise pyfuse3.FUSEError(errno.EIO)
+        if self.verified < end:
+            log.error("staging %s: no data for %.0f s; read failed with EIO", self.key, timeout)
+            raise pyfuse3.FUSEError(errno.EIO)
+
+    def check_blocks(self, fd: int) -> None:
+        """Verify the blocks that arrived completely (worker thread).
+
+        Without block checksums (a file rebuilt from the bucket alone) nothing is served
+        before the whole object has passed its MD5 check."""
+        while self.crcs and self.verified < self.received:
+            index = self.verified // BLOCK_SIZE
+            block_end = min(self.size, (index + 1) * BLOCK_SIZE)
+            if self.received < block_end:
+                return
+            data = os.pread(fd, block_end - self.verified, self.verified)
+            if index >= len(self.crcs) or zlib.crc32(data) != self.crcs[index]:
+                raise ChecksumMismatch(
+                    f"{self.key}: block {index} (bytes {self.verified}-{block_end}) does not "
+                    "match the checksum recorded at migration"
+                )
+            self.verified = block_end
+
+
+class Stager:
+    """Starts, tracks and finishes stages; ``fs`` reads wait on them."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        cache: CacheDir,
+        backend: ObjectStore,
+        limiter: trio.CapacityLimiter,
+        nursery: trio.Nursery,
+        on_staged: Callable[[int], None],
+    ) -> None:
+        self.catalog = catalog
+        self.cache = cache
+        self.backend = backend
+        self.limiter = limiter
+        self.nursery = nursery
+        self.on_staged = on_staged
+        self.stages: dict[int, Stage] = {}
+        self.completed = 0
+        self.failed = 0
+        self.last_error: str | None = None
+
+    def start(self, ino: int) -> Stage:
+        """The running stage of ``ino``, or a new one (the file must be released)."""
+        stage = self.stages.get(ino)
+        if stage is not None and stage.error is None:
+            return stage
+        with self.catalog.write() as txn:
+            record = txn.hsm_record(ino)
+            inode = txn.get_inode(ino)
+            assert inode is not None
+            txn.add_to(b"staging", ino)
+        part = self.cache.path(ino).with_suffix(".part")
+        part.parent.mkdir(exist_ok=True)
+        part.unlink(missing_ok=True)
+        part.touch(mode=0o600)
+        stage = Stage(ino, record["key"], inode.size, part, list(record.get("crcs", [])))
+        self.stages[ino] = stage
+        self.nursery.start_soon(self._run, stage)
+        return stage
+
+    async def _run(self, stage: Stage) -> None:
+        token = trio.lowlevel.current_trio_token()
+        try:
+            await trio.to_thread.run_sync(self._download, stage, token, limiter=self.limiter)
+        except Exception as exc:
+            self._failed(stage, exc)
+        else:
+            self._finished(stage)
+        finally:
+            stage.notify()
+
+    def _download(self, stage: Stage, token: trio.lowlevel.TrioToken) -> None:
+        fd = os.open(stage.part, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+
+            def progress(increment: int) -> None:
+                with stage._lock:
+                    stage.received += increment
+                    stage.check_blocks(fd)
+                trio.from_thread.run_sync(stage.notify, trio_token=token)
+
+            self.backend.download(stage.key, stage.part, progress=progress)  # checks the MD5
+            with stage._lock:
+                stage.received = max(stage.received, os.fstat(fd).st_size)
+                stage.check_blocks(fd)
+                if not stage.crcs and stage.received == stage.size:
+                    stage.verified = stage.size
+            if stage.verified != stage.size:
+                raise ChecksumMismatch(
+                    f"{stage.key}: staged {stage.verified} bytes, the file has {stage.size}"
+                )
+        finally:
+            os.close(fd)
+
+    def _finished(self, stage: Stage) -> None:
+        os.rename(stage.part, self.cache.path(stage.ino))
+        with self.catalog.write() as txn:
+            inode = txn.get_inode(stage.ino)
+            if inode is not None and inode.hsm_state == HsmState.RELEASED:
+                inode.hsm_state = HsmState.ARCHIVED
+                txn.put_inode(inode)
+            txn.remove_from(b"staging", stage.ino)
+        stage.done = True
+        self.completed += 1
+        del self.stages[stage.ino]
+        self.on_staged(stage.ino)
+        log.info(
+            "staged %s (%d bytes in %.2f s)",
+            stage.key,
+            stage.size,
+            time.monotonic() - stage.started,
+        )
+
+    def _failed(self, stage: Stage, exc: Exception) -> None:
+        stage.error = str(exc)
+        self.failed += 1
+        self.last_error = f"{stage.key}: {exc}"
+        stage.part.unlink(missing_ok=True)
+        lost = isinstance(exc, ChecksumMismatch | NoSuchObject)
+        with self.catalog.write() as txn:
+            txn.remove_from(b"staging", stage.ino)
+            inode = txn.get_inode(stage.ino)
+            if lost and inode is not None:
+                inode.hsm_state = HsmState.LOST
+                txn.put_inode(inode)
+        if lost:
+            log.error("file %s is lost: %s", stage.key, exc)
+        else:
+            log.error(
+                "staging %s failed: %s; reads fail with EIO until it succeeds", stage.key, exc
+            )
+
+    def statistics(self) -> dict[str, Any]:
+        return {
+            "stages_in_flight": len([s for s in self.stages.values() if s.error is None]),
+            "stages_completed": self.completed,
+            "stages_failed": self.failed,
+            "last_stage_error": self.last_error,
+        }
+
+
+def discard_partial_stages(catalog: Catalog, cache: CacheDir) -> int:
+    """At mount: a stage cut short by a crash is discarded; the next read starts afresh."""
+    with catalog.write() as txn:
+        inos = txn.members(b"staging")
+        for ino in inos:
+            cache.path(ino).with_suffix(".part").unlink(missing_ok=True)
+            txn.remove_from(b"staging", ino)
+    return len(inos)
