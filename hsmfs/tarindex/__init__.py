@@ -8,6 +8,11 @@ tarfile reads the headers (ustar, pax, GNU); this package adds what it lacks: sa
 a tree with implicit directories, link resolution that never leaves the tar, the MD5 of
 every member, the MD5SUM check, and strict end-of-archive checks so that a damaged tar is
 reported instead of silently shortened.
+
+Concurrency: index_tar blocks (file I/O and hashing) and shares no state; call it from a
+worker thread (trio.to_thread.run_sync). A finished TarIndex is never mutated by this
+package, so any number of threads may read it. `python -m hsmfs.tarindex TAR...` checks
+tars from a shell.
 """
 
 from ._errors import MemberLookupError, RecordFormatError, SourceReadError, TarIndexError

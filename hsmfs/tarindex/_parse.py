@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import BinaryIO
 
 from ._errors import MemberLookupError, SourceReadError, TarIndexError
-from ._guard import GuardedTarInfo
+from ._guard import GuardedTarInfo, HostileHeader
 from ._md5sum import MAX_MD5SUM_BYTES, MD5SUM_NAME, Md5Sums, parse_md5sum
 from ._member import MemberKind, TarMember
 from ._names import MAX_PATH_BYTES, UnsafeName, encode_name, normalize_member_path
@@ -131,8 +131,10 @@ class _Indexer:
                 encoding="utf-8",
                 errors="surrogateescape",
             )
-        except (SourceReadError, _Stop):
+        except SourceReadError:
             raise
+        except HostileHeader as error:
+            raise _Stop(str(error)) from None
         except Exception as error:  # tarfile raises assorted errors on garbage
             raise _Stop(f"not a tar archive: {error}") from None
         previous_header = -1
@@ -141,6 +143,8 @@ class _Indexer:
                 info = tar.next()
             except SourceReadError:
                 raise
+            except HostileHeader as error:
+                raise _Stop(str(error)) from None
             except Exception as error:  # tarfile raises assorted errors on hostile headers
                 raise _Stop(f"unreadable header at offset {tar.offset}: {error}") from None
             if info is None:

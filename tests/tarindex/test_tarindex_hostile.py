@@ -317,3 +317,12 @@ def test_gnu_tar_rejects_what_we_reject(tmp_path: Path) -> None:
 def test_malformed_pax_records_are_refused(records: bytes) -> None:
     index = index_of(raw_tar(raw_pax_member(records), raw_member(b"x", b"x")))
     assert index.invalid is not None and "malformed record" in index.invalid
+
+
+@pytest.mark.parametrize("typeflag", [b"x", b"L"], ids=["pax", "gnu-longname"])
+def test_endless_chain_of_metadata_headers(typeflag: bytes) -> None:
+    """tarfile recurses once per chained metadata header; the recursion limit must hold."""
+    chain = raw_member(b"meta", pax_record("comment", b"x"), typeflag=typeflag) * 5000
+    index = index_of(raw_tar(chain, raw_member(b"file", b"x")))
+    assert index.invalid is not None and "recursion" in index.invalid
+    assert len(index) == 0
