@@ -49,7 +49,7 @@ from .common import (
     retry,
     verify_download,
 )
-from .digest import FileDigest, HashingReader, md5_file
+from .digest import FileDigest, digest_file
 from .ranges import RangeTracker, hash_region
 
 STREAM_CHUNK = 1024 * 1024
@@ -323,41 +323,34 @@ class S3Store(ObjectStore):
         metadata: Mapping[str, str] | None = None,
         progress: ProgressCallback | None = None,
     ) -> ObjectInfo:
-        """See ObjectStore.upload. `md5`, if the caller knows it (hashed while the file
-        was written), saves reading the file twice; a wrong one fails verification."""
         full_key = self._full_key(key)
         try:
-            source = open(local_path, "rb")
+            size = os.stat(local_path).st_size
+            # S3 takes metadata before the data, so the MD5 must be known first; the part
+            # MD5s give the ETag S3 must report for exactly these bytes.
+            digest = digest_file(local_path, self._part_size(size))
         except OSError as exc:
             raise ObjectStoreError(f"cannot read {local_path} to upload: {exc.strerror}") from exc
-        with source:
-            size = os.fstat(source.fileno()).st_size
-            if md5 is None:
-                # S3 takes metadata before the data: hash first, then hash again on the
-                # way out to prove that what was sent is what was hashed.
-                md5 = md5_file(local_path)
-            reader = HashingReader(source, self._part_size(size))
-            self.stats.count("requests")
-            try:
-                self.client.upload_fileobj(
-                    reader,
-                    self.bucket,
-                    full_key,
-                    ExtraArgs={"Metadata": {**(metadata or {}), MD5_METADATA_KEY: md5}},
-                    Config=self.transfer_config,
-                    Callback=progress,
-                )
-            except Exception as exc:
-                raise self._translate(exc, key) from exc
-        sent = reader.digest()
-        if sent is None or sent.md5 != md5 or sent.size != size:
+        if md5 is not None and md5 != digest.md5:
             raise UploadNotVerified(
-                f"{self._name(key)}: the bytes sent from {local_path} do not match its MD5 "
-                f"{md5} or size {size}; the file changed during the upload: archive it again"
+                f"{self._name(key)}: {local_path} has MD5 {digest.md5}, not {md5}; the file "
+                "changed since it was hashed: archive it again"
             )
+        self.stats.count("requests")
+        try:
+            self.client.upload_file(
+                str(local_path),
+                self.bucket,
+                full_key,
+                ExtraArgs={"Metadata": {**(metadata or {}), MD5_METADATA_KEY: digest.md5}},
+                Config=self.transfer_config,
+                Callback=progress,
+            )
+        except Exception as exc:
+            raise self._translate(exc, key) from exc
         self.stats.count("uploads")
         self.stats.count("bytes_up", size)
-        return self._verify_upload(key, sent, local_path)
+        return self._verify_upload(key, digest, local_path)
 
     def _verify_upload(
         self, key: str, digest: FileDigest, local_path: Path | None = None

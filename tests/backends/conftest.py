@@ -14,7 +14,11 @@ from tests.conftest import S3Bucket
 MiB = 1024 * 1024
 
 # Small parts so that a 12 MiB file is a real three-part upload (S3's minimum part is 5 MiB).
-SMALL_PARTS = {"multipart_threshold": 5 * MiB, "multipart_chunksize": 5 * MiB}
+SMALL_PARTS = {
+    "multipart_threshold": 5 * MiB,
+    "multipart_chunksize": 5 * MiB,
+    "download_chunksize": 5 * MiB,
+}
 
 
 @pytest.fixture(params=["file", "s3"])

@@ -12,6 +12,7 @@ from hsmfs.backends import (
     NoSuchObject,
     ObjectStore,
     ObjectStoreError,
+    UploadNotVerified,
 )
 from hsmfs.backends.local import LocalStore
 from hsmfs.backends.s3 import S3Store
@@ -218,3 +219,12 @@ def test_ping_and_statistics(store: ObjectStore, tmp_path: Path) -> None:
     assert stats["bytes_up"] == 2000
     assert stats["bytes_down"] == 2000
     assert stats["last_error"] is None
+
+
+def test_known_md5_saves_a_pass_and_is_checked(store: ObjectStore, tmp_path: Path) -> None:
+    data = random_file(tmp_path / "obj", 12 * MiB)
+    right = hashlib.md5(data).hexdigest()
+    assert store.upload("obj", tmp_path / "obj", md5=right).md5 == right
+    with pytest.raises(UploadNotVerified, match="obj"):
+        store.upload("other", tmp_path / "obj", md5="0" * 32)
+    assert store.head("other") is None  # refused before anything was written

@@ -111,7 +111,9 @@ def test_file_changed_during_upload_is_not_verified(s3_bucket: S3Bucket, tmp_pat
             changed = True
 
     with s3_store(s3_bucket, transfer_concurrency=1) as store:
-        with pytest.raises(UploadNotVerified, match=r"pfx/changing.*ETag") as caught:
+        with pytest.raises(
+            UploadNotVerified, match=r"pfx/changing.*changed during the upload"
+        ) as caught:
             store.upload("changing", source, progress=change_the_last_part)
     assert caught.value.exit_code == 65
     assert not is_temp_failure(caught.value)
