@@ -33,6 +33,7 @@ from archived.dicom.find import query_level
 from archived.dicom.peer import describe_peer
 from archived.dicom.settings import DicomSettings
 from archived.dicom.stats import ServiceStatistics
+from archived.dicom.tcp import NODELAY_HANDLERS
 from archived.index import FileRecord, Index
 from archived.index.query import QueryError, match_pks
 
@@ -148,7 +149,10 @@ class Retriever:
             return
         self.touch(items)
         LOG.info("C-MOVE %s from %s to %s: %d instances", level, peer, destination, len(items))
-        yield remote.host, remote.port, {"contexts": self.contexts(items)}
+        yield remote.host, remote.port, {
+            "contexts": self.contexts(items), "evt_handlers": NODELAY_HANDLERS,
+            "max_pdu": self.settings.max_pdu,
+        }  # fmt: skip
         yield len(items)
         yield from self._send(event, items, C_MOVE, "move")
 

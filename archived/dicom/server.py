@@ -20,6 +20,7 @@ from archived.dicom.settings import DicomSettings
 from archived.dicom.stats import ServiceStatistics
 from archived.dicom.stgcmt import StorageCommitmentSCP
 from archived.dicom.store import StoreSCP
+from archived.dicom.tcp import NODELAY_HANDLERS
 from archived.index import Index
 
 LOG = logging.getLogger("archived.dicom")
@@ -69,6 +70,7 @@ class ArchiveServer:
 
     def handlers(self) -> list[tuple[Any, Any]]:
         return [
+            *NODELAY_HANDLERS,
             (evt.EVT_REQUESTED, self.access.handle_requested),
             (evt.EVT_C_ECHO, self._handle_echo),
             (evt.EVT_C_STORE, self.store.handle),

@@ -47,7 +47,9 @@ def findscu(archive: Archive, out: Path, model: str, *keys: str) -> list[Dataset
     return [pydicom.dcmread(p) for p in sorted(out.glob("rsp*.dcm"))]
 
 
-def test_findscu_study_level_with_counts(archive: Archive, study: list[Path], tmp_path: Path) -> None:
+def test_findscu_study_level_with_counts(
+    archive: Archive, study: list[Path], tmp_path: Path
+) -> None:
     rsps = findscu(
         archive, tmp_path / "f1", "-S", "QueryRetrieveLevel=STUDY", "PatientID=PAT1",
         "StudyInstanceUID", "PatientName", "NumberOfStudyRelatedInstances",
