@@ -18,7 +18,7 @@ tars from a shell.
 from ._errors import MemberLookupError, RecordFormatError, SourceReadError, TarIndexError
 from ._md5sum import MD5SUM_NAME, Md5Sums, parse_md5sum
 from ._member import NO_OFFSET, MemberKind, TarMember
-from ._names import UnsafeName, normalize_member_path
+from ._names import UnsafeName, decode_name, encode_name, lexical_join, normalize_member_path
 from ._parse import Progress, index_tar
 from ._record import (
     MEMBER_RECORD_VERSION,
@@ -47,8 +47,11 @@ __all__ = [
     "UnsafeName",
     "children_prefix",
     "decode_member",
+    "decode_name",
     "encode_member",
+    "encode_name",
     "index_tar",
+    "lexical_join",
     "member_key",
     "normalize_member_path",
     "parse_md5sum",
