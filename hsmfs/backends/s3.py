@@ -163,6 +163,11 @@ class S3Store(ObjectStore):
                     f"{what}: access denied ({code}); check the AWS credentials "
                     "(environment, profile or credentials file) and the bucket policy"
                 )
+            if code == "PreconditionFailed":
+                return ObjectStoreError(
+                    f"{what}: the object was replaced while it was being read (ETag changed); "
+                    "read it again"
+                )
             if status >= 500 or status == 429 or code in THROTTLING_CODES:
                 return TemporaryFailure(f"{what}: {code} (HTTP {status}): {message}; will retry")
             return ObjectStoreError(f"{what}: {code} (HTTP {status}): {message}")

@@ -13,6 +13,7 @@ import pytest
 from hsmfs.backends import (
     AccessDenied,
     BadBackendURL,
+    ObjectStoreError,
     PermanentFailure,
     TemporaryFailure,
     UploadNotVerified,
@@ -246,3 +247,19 @@ def test_connection_pool_matches_the_option(s3_bucket: S3Bucket) -> None:
     with s3_store(s3_bucket, max_pool_connections=7, transfer_concurrency=3) as store:
         assert store.client.meta.config.max_pool_connections == 7
         assert store.transfer_config.max_request_concurrency == 3
+
+
+def test_reader_never_resumes_into_a_replaced_object(s3_bucket: S3Bucket, tmp_path: Path) -> None:
+    random_file(tmp_path / "old", 64 * MiB)
+    with s3_store(s3_bucket) as store:
+        store.upload("obj", tmp_path / "old")
+        with store.open_range("obj") as reader:
+            reader.read(MiB)
+            store.put_bytes("obj", b"a different object")
+            s3_bucket.server.restart()  # cut the stream: the reader must ask again
+            # It asks with If-Match on the ETag it started with, and S3 refuses, rather
+            # than splicing the new object's bytes onto the old one's.
+            with pytest.raises(
+                ObjectStoreError, match=r"pfx/obj: the object was replaced while it was being read"
+            ):
+                b"".join(reader)
