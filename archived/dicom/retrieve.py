@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
+from io import BytesIO
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -116,7 +117,8 @@ class Retriever:
         for copy in item.copies:
             path = copy.absolute_path
             try:
-                ds = dcmread(path)
+                # One sequential read: what a staging hsmfs mount serves best (no seeks).
+                ds = dcmread(BytesIO(path.read_bytes()))
                 if str(ds.SOPInstanceUID) != item.sop_iuid:
                     raise InvalidDicomError(f"holds {ds.SOPInstanceUID}")
                 return ds
