@@ -29,6 +29,12 @@ from archived.conf.fields import (
     SecretValue,
     SpaceThreshold,
 )
+from archived.services.intervals import (
+    RetryIntervals,
+    RetryIntervalsField,
+    TaskInterval,
+    TaskIntervalField,
+)
 
 UUID_KEY = "_.uuid"
 DEFAULT_DEVICE_NAME = "archived"
@@ -230,9 +236,12 @@ class FileCopy(_Archive):
     source_file_system_group_id: str = Field("ONLINE_STORAGE", alias="SourceFileSystemGroupID")
     destination_file_system: Ref | None = None  # uuid of a FileSystem
     file_status: FileStatusField = FileStatus.TO_ARCHIVE
-    retry_intervals: list[Duration] = Field(
-        default_factory=lambda: [timedelta(minutes=1), timedelta(minutes=10), timedelta(hours=1)]
+    # dcm4chee 2.x syntax, a list or a string: ["1m", "1h"] or "5x1m,12x5m,24x1h,7x1d".
+    retry_intervals: RetryIntervalsField = Field(
+        default_factory=lambda: RetryIntervals.parse("5x1m,12x5m,24x1h,7x1d")
     )
+    task_interval: TaskIntervalField = TaskInterval(timedelta(seconds=10))  # look for series
+    delay_after_series_stored: Duration = timedelta(minutes=1)  # quiet time before the copy
 
 
 def _default_status_mapping() -> dict[str, FileStatus]:
@@ -244,10 +253,12 @@ class SyncFileStatus(_Archive):
 
     enabled: bool = False
     monitored_file_system: Ref | None = None  # uuid of a FileSystem
-    task_interval: Duration = timedelta(minutes=1)
+    task_interval: TaskIntervalField = TaskInterval(timedelta(minutes=1))  # '1h!9-17', NEVER
     minimum_file_age: Duration = timedelta(minutes=10)
     files_per_task: int = Field(1000, alias="LimitNumberOfFilesPerTask", ge=1)
     verify: bool = Field(True, alias="VerifyTar")
+    # Verify by reading every member through the mount instead of hsmfs's member MD5s.
+    verify_by_reading: bool = Field(False, alias="VerifyTarByReading")
     check_file_status: FileStatusField = FileStatus.TO_ARCHIVE
     status_mapping: dict[str, FileStatusField] = Field(default_factory=_default_status_mapping)
 
