@@ -86,9 +86,17 @@ class HsmSettings(_Section):
     _v_high = field_validator("high_watermark", "low_watermark")(_check_size)
 
 
+class MetricsSettings(_Section):
+    address: str = Field("127.0.0.1", description="address the metrics endpoint listens on")
+    port: int = Field(
+        0, ge=0, le=65535, description="Prometheus metrics port (/metrics); 0: no endpoint"
+    )
+
+
 class Config(_Section):
     fs: FsSettings = FsSettings()
     hsm: HsmSettings = HsmSettings()
+    metrics: MetricsSettings = MetricsSettings()
 
     def masked(self) -> dict[str, Any]:
         """The effective configuration as plain data, safe to print."""

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,9 @@ from .control import ControlServer
 from .errors import MountError, UsageError
 from .fs import HsmFs
 from .lock import StateLock
+from .metrics import MetricsEndpoint, daemon_statistics
 from .migrator import Migrator
+from .notify import Notifier
 from .snapshot import take_snapshot
 from .stager import Stager, discard_partial_stages
 
@@ -150,6 +153,8 @@ class Daemon:
         self.fs: HsmFs | None = None
         self.backend: ObjectStore | None = None
         self._cancel: trio.CancelScope | None = None
+        self.notifier = Notifier.from_environment()
+        self._stopping = False
 
     def run(self, on_ready: Callable[[], None]) -> None:
         opts = self.options
@@ -201,14 +206,33 @@ class Daemon:
             log.error("catalog snapshot to %s failed: %s", self.backend.describe(), exc)
 
     async def _serve(self, on_ready: Callable[[], None]) -> None:
+        with self._metrics_endpoint() as metrics:
+            await self._serve_fs(on_ready, metrics)
+
+    def _metrics_endpoint(self) -> AbstractContextManager[MetricsEndpoint | None]:
+        settings = self.config.metrics
+        if not settings.port:
+            return nullcontext()
+        fs, backend = self.fs, self.backend
+        assert fs is not None and backend is not None
+        return MetricsEndpoint(
+            settings.address, settings.port, lambda: daemon_statistics(fs, backend)
+        )
+
+    async def _serve_fs(
+        self, on_ready: Callable[[], None], metrics: MetricsEndpoint | None
+    ) -> None:
         assert self.fs is not None
         fs, backend = self.fs, self.backend
         assert backend is not None
         control = ControlServer(self.options.state_dir / "control.sock")
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.notifier.ping_watchdog)
             self._cancel = nursery.cancel_scope
             limiter = trio.CapacityLimiter(backend.options.max_pool_connections)
             fs.stager = Stager(fs.catalog, fs.cache, backend, limiter, nursery, fs.on_staged)
+            if metrics is not None:
+                fs.stager.on_stage_time = metrics.observe_stage
             fs.migrator = Migrator(
                 fs.catalog, fs.cache, backend, self.config, limiter,
                 fs.is_open, lambda ino: fs.data_versions.get(ino, 0), fs.last_open,
@@ -227,6 +251,7 @@ class Daemon:
             set_read_ahead(st.st_dev, self.config.fs.read_ahead_kb)
             log.info("mounted %s (state %s, cache %s)", *self._paths())
             on_ready()
+            self.notifier.ready(f"mounted {self.options.mountpoint}")
 
     def _paths(self) -> tuple[Path, Path, Path]:
         o = self.options
@@ -234,6 +259,7 @@ class Daemon:
 
     async def _fuse_main(self, scope: trio.CancelScope) -> None:
         await pyfuse3.main(max_tasks=self.config.fs.max_tasks)
+        self._notify_stopping()
         scope.cancel()  # unmounted from outside, or terminate() after a signal
 
     async def _signals(self) -> None:
@@ -243,7 +269,14 @@ class Daemon:
                     self.reload()
                     continue
                 log.info("%s received: unmounting", signal.Signals(signum).name)
+                self._notify_stopping()
                 pyfuse3.terminate()
+
+    def _notify_stopping(self) -> None:
+        """Tell systemd once, on a signal or an unmount from outside, that we are stopping."""
+        if not self._stopping:
+            self._stopping = True
+            self.notifier.stopping(f"unmounting {self.options.mountpoint}")
 
     def reload(self) -> None:
         try:

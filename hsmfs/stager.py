@@ -111,6 +111,7 @@ class Stager:
         self.limiter = limiter
         self.nursery = nursery
         self.on_staged = on_staged
+        self.on_stage_time: Callable[[float], None] = lambda seconds: None  # metrics
         self.stages: dict[int, Stage] = {}
         self.completed = 0
         self.failed = 0
@@ -181,12 +182,9 @@ class Stager:
         self.completed += 1
         del self.stages[stage.ino]
         self.on_staged(stage.ino)
-        log.info(
-            "staged %s (%d bytes in %.2f s)",
-            stage.key,
-            stage.size,
-            time.monotonic() - stage.started,
-        )
+        seconds = time.monotonic() - stage.started
+        self.on_stage_time(seconds)
+        log.info("staged %s (%d bytes in %.2f s)", stage.key, stage.size, seconds)
 
     def _failed(self, stage: Stage, exc: Exception) -> None:
         stage.error = str(exc)
