@@ -59,7 +59,8 @@ def cmd_state(args: argparse.Namespace) -> int:
             continue
         flags = f" [{attrs['flags']}]" if attrs["flags"] else ""
         extra = f" key={attrs['key']} md5={attrs['md5']}" if attrs["key"] else ""
-        console.print(f"{path}: {attrs['state'] or 'not a file'}{flags}{extra}", soft_wrap=True)
+        line = f"{path}: {attrs['state'] or 'not a file'}{flags}{extra}"
+        console.print(line, soft_wrap=True, markup=False)  # "[norelease]" is no markup
     return 0
 
 
@@ -83,11 +84,12 @@ def cmd_action(args: argparse.Namespace) -> int:
                 progress.advance(task, sizes.get(ino, 0))
                 if reply.get("error"):
                     failed += 1
-                    progress.console.print(f"{names[ino]}: {reply['state']}: {reply['error']}")
+                    line = f"{names[ino]}: {reply['state']}: {reply['error']}"
+                    progress.console.print(line, soft_wrap=True, markup=False)
             else:
                 final = reply
     for ino, reason in final.get("refused", {}).items():
-        console.print(f"{names[int(ino)]}: not released: {reason}")
+        console.print(f"{names[int(ino)]}: not released: {reason}", soft_wrap=True, markup=False)
         failed += 1
     if args.action == "release" and "freed" in final:
         console.print(f"released {len(files) - failed} file(s), {final['freed']} bytes freed")
