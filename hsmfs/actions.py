@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from .backends import ObjectStore
-from .catalog import HsmState
+from .catalog import HsmFlag, HsmState, Inode
 from .config import Config
 from .migrator import ReleaseRefused
 
@@ -43,12 +43,20 @@ class Actions:
         control.command("release", self.release)
         control.command("stage", self.stage)
 
-    def _state(self, ino: int) -> HsmState | None:
+    def _inode(self, ino: int) -> Inode | None:
         inode = self.fs.catalog.live.get(ino)
         if inode is None:
             with self.fs.catalog.read() as txn:
                 inode = txn.get_inode(ino)
+        return inode
+
+    def _state(self, ino: int) -> HsmState | None:
+        inode = self._inode(ino)
         return None if inode is None or not inode.is_reg else HsmState(inode.hsm_state)
+
+    def _noarchive(self, ino: int) -> bool:
+        inode = self._inode(ino)
+        return inode is not None and bool(inode.hsm_flags & HsmFlag.NOARCHIVE)
 
     async def status(self, request: dict[str, Any]) -> dict[str, Any]:
         fs = self.fs
@@ -83,6 +91,11 @@ class Actions:
                 migrator.schedule(ino, delay=0)
         failed = 0
         for ino in inos:
+            if self._state(ino) == HsmState.DIRTY and self._noarchive(ino):
+                failed += 1  # it would never be migrated: waiting would hang
+                yield {"ino": ino, "state": "dirty", "error": "it is marked noarchive; "
+                       "clear the flag first (hsmctl set --clear noarchive)"}  # fmt: skip
+                continue
             while (state := self._state(ino)) == HsmState.DIRTY and ino not in migrator.failures:
                 await trio.sleep(POLL)
             if state == HsmState.DIRTY:
