@@ -68,6 +68,8 @@ class S3Server(ThreadedMotoServer):
             def setup(self) -> None:
                 super().setup()
                 server_ref._connections.add(self.connection)
+                if not server_ref._running:  # accepted while stopping: part of the outage
+                    server_ref._cut(self.connection)
 
             def finish(self) -> None:
                 server_ref._connections.discard(self.connection)
@@ -94,12 +96,16 @@ class S3Server(ThreadedMotoServer):
             return
         self._running = False
         self._serving.set()  # release stalled requests so their threads end
+        for conn in list(self._connections):  # cut transfers now, not after shutdown
+            self._cut(conn)
         super().stop()
         if self._server is not None:
             self._server.server_close()
-        for conn in list(self._connections):
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
+
+    @staticmethod
+    def _cut(conn: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            conn.shutdown(socket.SHUT_RDWR)
 
     def restart(self) -> None:
         self.stop()

@@ -263,3 +263,26 @@ def test_reader_never_resumes_into_a_replaced_object(s3_bucket: S3Bucket, tmp_pa
                 ObjectStoreError, match=r"pfx/obj: the object was replaced while it was being read"
             ):
                 b"".join(reader)
+
+
+def test_download_rides_out_a_restart(s3_bucket: S3Bucket, tmp_path: Path) -> None:
+    data = random_file(tmp_path / "big", 64 * MiB)
+    with s3_store(s3_bucket, download_chunksize=32 * MiB, transfer_concurrency=2) as store:
+        store.upload("big", tmp_path / "big")
+        s3_bucket.server.clear()
+        restarted = False
+
+        def restart_once(_: int) -> None:
+            nonlocal restarted
+            if not restarted:
+                s3_bucket.server.restart()  # cuts both ranges in the middle
+                restarted = True
+
+        store.download("big", tmp_path / "back", progress=restart_once)
+    assert (tmp_path / "back").read_bytes() == data
+    gets = s3_bucket.server.requests("GET")
+    assert len(gets) > 2  # the two ranges, then at least one resumed range
+    # The first range had delivered data when the connection was cut: it went on from
+    # where it was instead of starting over.
+    starts = [int((r.range or "bytes=0-").split("=")[1].split("-")[0]) for r in gets[2:]]
+    assert any(0 < start < 32 * MiB for start in starts)
