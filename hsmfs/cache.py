@@ -46,6 +46,7 @@ class CacheDir:
         return fd
 
     def create_empty(self, ino: int) -> None:
+        """Make sure ``ino`` has a cache file (an existing one is left as it is)."""
         os.close(self.open(ino, create=True))
 
     def size(self, ino: int) -> int | None:
@@ -54,7 +55,10 @@ class CacheDir:
         except FileNotFoundError:
             return None
 
-    def truncate(self, ino: int, size: int) -> None:
+    def truncate(self, ino: int, size: int, *, create: bool = False) -> None:
+        """Set the cache file's size; ``create`` for an empty file that has none yet."""
+        if create:
+            self.create_empty(ino)
         os.truncate(self.path(ino), size)
 
     def remove(self, ino: int) -> None:

@@ -26,6 +26,10 @@ sub-database     key                           value
 ``hsm``          ino                           JSON: object key, md5, size, archived_at
 ``queue``        ino                           due time (ns): migration queue, survives
                                                restarts
+``tars``         tar ino                       JSON: member count, "invalid" reason
+``members``      tarindex.member_key           ordinal (4 bytes) + tarindex member record
+``member_paths`` tar ino + ordinal (4 bytes)   member path; ordinal 0 is the tar's root.
+                                               A member's inode is members.member_ino()
 ===============  ============================  ==========================================
 
 Change log: 1 - first format.
@@ -74,6 +78,9 @@ _SUB_DBS = (
     b"queue",
     b"names",
     b"staging",
+    b"tars",
+    b"members",
+    b"member_paths",
 )
 
 
@@ -234,8 +241,35 @@ class Txn:
             self._t.delete(key, db=self._c.db[name])
         for name, _ in list(self.xattrs(ino)):
             self._t.delete(key + name, db=self._c.db[b"xattrs"])
+        self.delete_prefix(b"members", key)
+        self.delete_prefix(b"member_paths", key)
+        self._t.delete(key, db=self._c.db[b"tars"])
         self._c.dirty.discard(ino)
         return object_key
+
+    def delete_prefix(self, db_name: bytes, prefix: bytes) -> None:
+        with self._t.cursor(db=self._c.db[db_name]) as cur:
+            if not cur.set_range(prefix):
+                return
+            while cur.key()[: len(prefix)] == prefix:
+                if not cur.delete():
+                    return
+
+    def scan_prefix(self, db_name: bytes, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        with self._t.cursor(db=self._c.db[db_name]) as cur:
+            if not cur.set_range(prefix):
+                return
+            for key, value in cur:
+                if key[: len(prefix)] != prefix:
+                    return
+                yield bytes(key), bytes(value)
+
+    def get_raw(self, db_name: bytes, key: bytes) -> bytes | None:
+        value = self._t.get(key, db=self._c.db[db_name])
+        return None if value is None else bytes(value)
+
+    def put_raw(self, db_name: bytes, key: bytes, value: bytes) -> None:
+        self._t.put(key, value, db=self._c.db[db_name])
 
     def inodes(self) -> Iterator[Inode]:
         with self._t.cursor(db=self._c.db[b"inodes"]) as cur:
@@ -264,15 +298,20 @@ class Txn:
             self._t.delete(u64(ino), db=self._c.db[b"names"])
         return ino
 
+    def first_link(self, ino: int) -> tuple[int, bytes] | None:
+        """(parent, name) of an inode's first link, or None if it has none."""
+        value = self._t.get(u64(ino), db=self._c.db[b"names"])
+        return None if value is None else (_U64.unpack(value[:8])[0], bytes(value[8:]))
+
     def path_of(self, ino: int) -> str | None:
         """The path of an inode's first link below the root, or None if it has none."""
         parts: list[bytes] = []
         while ino != ROOT_INO:
-            value = self._t.get(u64(ino), db=self._c.db[b"names"])
-            if value is None or len(parts) > 4096:
+            link = self.first_link(ino)
+            if link is None or len(parts) > 4096:
                 return None
-            ino = _U64.unpack(value[:8])[0]
-            parts.append(bytes(value[8:]))
+            ino = link[0]
+            parts.append(link[1])
         return b"/".join(reversed(parts)).decode("utf-8", "surrogateescape")
 
     def entries(self, parent: int, after_cookie: int = 0) -> Iterator[Entry]:

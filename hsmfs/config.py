@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -68,6 +68,9 @@ class HsmSettings(_Section):
     low_watermark: str | int = Field("80%", description="cache use that releasing stops at")
     release_after: float | None = Field(
         None, ge=0, description="release archived files not accessed for this many seconds"
+    )
+    member_prefetch: Literal["whole", "none"] = Field(
+        "whole", description="on the first member read of a released tar, stage the whole tar"
     )
     stage_timeout: float = Field(
         120.0, gt=0, description="seconds a read waits for staging before EIO"

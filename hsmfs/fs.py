@@ -24,6 +24,7 @@ import trio
 from .cache import CacheDir, pread_into, pread_nowait
 from .catalog import NAME_MAX, ROOT_INO, Catalog, HsmFlag, HsmState, Inode, Txn, now_ns
 from .config import Config
+from .members import TarMembers, is_member, is_tar_name, split_ino
 from .migrator import ReleaseRefused
 
 if TYPE_CHECKING:
@@ -119,6 +120,8 @@ class HsmFs(pyfuse3.Operations):
         self.delete_object: Any = None  # callable(key): remove a deleted file's copy
         self.data_versions: dict[int, int] = {}
         self.last_open: dict[int, int] = {}  # ino -> ns; since mount, for the release order
+        self.members = TarMembers(self)
+        self.spawn: Callable[..., None] | None = None  # starts a background task (the mount's)
         self.counters: dict[str, int] = {
             "reads": 0,
             "writes": 0,
@@ -145,6 +148,11 @@ class HsmFs(pyfuse3.Operations):
         attr.st_mtime_ns = inode.mtime_ns
         attr.st_ctime_ns = inode.ctime_ns
         return attr
+
+    def _writable(self, *inos: int) -> None:
+        """Tar members and their directories are read-only."""
+        if any(is_member(ino) for ino in inos):
+            raise fail(errno.EROFS)
 
     def _get(self, txn: Txn, ino: int) -> Inode:
         inode = txn.get_inode(ino)
@@ -198,6 +206,7 @@ class HsmFs(pyfuse3.Operations):
         self, parent_ino: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext, rdev: int = 0
     ) -> Inode:
         check_name(name)
+        self._writable(parent_ino)
         with self.catalog.write() as txn:
             parent = self._get(txn, parent_ino)
             if not parent.is_dir:
@@ -213,8 +222,8 @@ class HsmFs(pyfuse3.Operations):
                 parent.nlink += 1
             parent.touch()
             txn.put_inode(parent)
-            if inode.is_reg:
-                self.cache.create_empty(inode.ino)
+        # No cache file yet: an empty file gets one at its first open (in a worker thread),
+        # so a slow cache disk never stalls the trio thread here.
         return inode
 
     # -- namespace ----------------------------------------------------------------------
@@ -224,6 +233,12 @@ class HsmFs(pyfuse3.Operations):
     ) -> pyfuse3.EntryAttributes:
         check_name(name)
         with self.catalog.read() as txn:
+            if is_member(parent_inode):
+                found = self.members.lookup(txn, parent_inode, name)
+                if found is None and name == b"..":  # above the tar root: the tar's directory
+                    link = txn.first_link(split_ino(parent_inode)[0])
+                    found = self._attr(self._get(txn, link[0])) if link else None
+                return found if found is not None else self._negative()
             parent = self._get(txn, parent_inode)
             if name == b".":
                 ino: int | None = parent_inode
@@ -232,11 +247,15 @@ class HsmFs(pyfuse3.Operations):
             else:
                 ino = txn.lookup(parent_inode, name)
             if ino is None:
-                negative = pyfuse3.EntryAttributes()
-                negative.st_ino = 0
-                negative.entry_timeout = self.config.fs.entry_timeout
-                return negative
+                bang = self.members.lookup_bang(txn, parent_inode, name) if b"!" in name else None
+                return bang if bang is not None else self._negative()
             return self._remember(self._get(txn, ino))
+
+    def _negative(self) -> pyfuse3.EntryAttributes:
+        negative = pyfuse3.EntryAttributes()
+        negative.st_ino = 0
+        negative.entry_timeout = self.config.fs.entry_timeout
+        return negative
 
     @fuse_op
     async def forget(self, inode_list: list[tuple[int, int]]) -> None:
@@ -260,6 +279,10 @@ class HsmFs(pyfuse3.Operations):
 
     @fuse_op
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        if is_member(inode):
+            with self.catalog.read() as txn:
+                tar, ordinal = split_ino(inode)
+                return self.members.attr(txn, tar, ordinal, self.members._member(txn, tar, ordinal))
         return self._attr(self._inode(inode))
 
     @fuse_op
@@ -271,6 +294,7 @@ class HsmFs(pyfuse3.Operations):
         fh: int | None,
         ctx: pyfuse3.RequestContext,
     ) -> pyfuse3.EntryAttributes:
+        self._writable(inode)
         if fields.update_size:
             await self._truncate(inode, attr.st_size)
         with self.catalog.write() as txn:
@@ -301,7 +325,7 @@ class HsmFs(pyfuse3.Operations):
             await self._wait_staged(opened, node.size)
             await trio.to_thread.run_sync(os.ftruncate, opened.fd, size, limiter=self.io_limiter)
         elif node.hsm_state == HsmState.RELEASED and size == 0:
-            self.cache.create_empty(ino)  # nothing of the old data survives: no stage
+            await trio.to_thread.run_sync(self.cache.create_empty, ino, limiter=self.io_limiter)
         elif node.hsm_state == HsmState.RELEASED:
             info = await self._open(ino, os.O_RDWR)  # stages the data first
             try:
@@ -310,7 +334,8 @@ class HsmFs(pyfuse3.Operations):
                 await self.release(info.fh)
             return
         else:
-            await trio.to_thread.run_sync(self.cache.truncate, ino, size, limiter=self.io_limiter)
+            grow_empty = functools.partial(self.cache.truncate, create=node.size == 0)
+            await trio.to_thread.run_sync(grow_empty, ino, size, limiter=self.io_limiter)
         with self.catalog.write() as txn:
             node = self._get(txn, ino)
             node.size = size
@@ -327,12 +352,16 @@ class HsmFs(pyfuse3.Operations):
             inode.hsm_state = HsmState.DIRTY
 
     def is_open(self, ino: int, *, writers: bool) -> bool:
+        if not writers and ino in self.members.open_tars:
+            return True  # a member of this tar is being read
         opened = self.open_inodes.get(ino)
         return opened is not None and (opened.writers > 0 or not writers)
 
     @fuse_op
     async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
         with self.catalog.read() as txn:
+            if is_member(inode):
+                return self.members.readlink(txn, inode)
             target = txn.readlink(inode)
         if target is None:
             raise fail(errno.EINVAL)
@@ -342,7 +371,12 @@ class HsmFs(pyfuse3.Operations):
     async def mknod(
         self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
-        return self._remember(self._create_node(parent_inode, name, mode, ctx, rdev))
+        inode = self._create_node(parent_inode, name, mode, ctx, rdev)
+        if inode.is_reg:  # create() opens its file at once; a mknod'ed one may never be
+            await trio.to_thread.run_sync(
+                self.cache.create_empty, inode.ino, limiter=self.io_limiter
+            )
+        return self._remember(inode)
 
     @fuse_op
     async def mkdir(
@@ -356,6 +390,7 @@ class HsmFs(pyfuse3.Operations):
         self, parent_inode: int, name: bytes, target: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
         check_name(name)
+        self._writable(parent_inode)
         with self.catalog.write() as txn:
             parent = self._get(txn, parent_inode)
             if txn.lookup(parent_inode, name) is not None:
@@ -373,6 +408,7 @@ class HsmFs(pyfuse3.Operations):
     @fuse_op
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         check_name(name)
+        self._writable(parent_inode)
         purge = None
         with self.catalog.write() as txn:
             parent = self._get(txn, parent_inode)
@@ -395,6 +431,7 @@ class HsmFs(pyfuse3.Operations):
     @fuse_op
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         check_name(name)
+        self._writable(parent_inode)
         with self.catalog.write() as txn:
             parent = self._get(txn, parent_inode)
             ino = txn.lookup(parent_inode, name)
@@ -427,6 +464,7 @@ class HsmFs(pyfuse3.Operations):
     ) -> None:
         check_name(name_old)
         check_name(name_new)
+        self._writable(parent_inode_old, parent_inode_new)
         if flags & ~(pyfuse3.RENAME_NOREPLACE | pyfuse3.RENAME_EXCHANGE):
             raise fail(errno.EINVAL)
         purge = None
@@ -537,6 +575,7 @@ class HsmFs(pyfuse3.Operations):
         self, inode: int, new_parent_inode: int, new_name: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
         check_name(new_name)
+        self._writable(inode, new_parent_inode)
         with self.catalog.write() as txn:
             node = self._get(txn, inode)
             if node.is_dir:
@@ -557,6 +596,8 @@ class HsmFs(pyfuse3.Operations):
     # -- directories --------------------------------------------------------------------
     @fuse_op
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
+        if is_member(inode):
+            return inode  # readdir answers ENOTDIR for a member that is not a directory
         if not self._inode(inode).is_dir:
             raise fail(errno.ENOTDIR)
         return inode
@@ -565,6 +606,10 @@ class HsmFs(pyfuse3.Operations):
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
         # Offsets are entry cookies: 1 and 2 are "." and "..", the rest grow with every
         # new entry, so a listing never repeats or skips an entry that stays.
+        if is_member(fh):
+            with self.catalog.read() as txn:
+                self.members.readdir(txn, fh, start_id, token)
+            return
         with self.catalog.read() as txn:
             directory = self._get(txn, fh)
             if start_id < 1 and not pyfuse3.readdir_reply(token, b".", self._attr(directory), 1):
@@ -592,6 +637,11 @@ class HsmFs(pyfuse3.Operations):
     # -- files --------------------------------------------------------------------------
     @fuse_op
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
+        if is_member(inode):
+            fh = self._next_fh
+            self._next_fh += 1
+            await self.members.open(inode, flags, fh)
+            return pyfuse3.FileInfo(fh=fh, keep_cache=True)
         return await self._open(inode, flags)
 
     async def _open(self, ino: int, flags: int) -> pyfuse3.FileInfo:
@@ -635,7 +685,11 @@ class HsmFs(pyfuse3.Operations):
             stage = self.stager.start(ino)
             fd = await trio.to_thread.run_sync(os.open, stage.part, os.O_RDWR | os.O_CLOEXEC)
         else:
-            fd = await trio.to_thread.run_sync(self.cache.open, ino, limiter=self.io_limiter)
+            # An empty file may have no cache file yet; one with data must have its own.
+            fd = await trio.to_thread.run_sync(
+                functools.partial(self.cache.open, ino, create=node.size == 0),
+                limiter=self.io_limiter,
+            )
         opened = self.open_inodes.get(ino)  # another open may have won the race
         if opened is None:
             opened = OpenInode(node, fd, stage=stage)
@@ -676,6 +730,8 @@ class HsmFs(pyfuse3.Operations):
 
     @fuse_op
     async def read(self, fh: int, off: int, size: int) -> bytes | memoryview:
+        if fh in self.members.handles:
+            return await self.members.read(fh, off, size)
         opened = self.open_inodes[self.handles[fh].ino]
         if opened.stage is not None:
             await self._wait_staged(opened, off + size)
@@ -708,6 +764,8 @@ class HsmFs(pyfuse3.Operations):
 
     @fuse_op
     async def flush(self, fh: int) -> None:
+        if fh in self.members.handles:
+            return
         ino = self.handles[fh].ino
         if ino in self.catalog.dirty:
             with self.catalog.write() as txn:
@@ -715,6 +773,8 @@ class HsmFs(pyfuse3.Operations):
 
     @fuse_op
     async def fsync(self, fh: int, datasync: bool) -> None:
+        if fh in self.members.handles:
+            return
         ino = self.handles[fh].ino
         opened = self.open_inodes[ino]
         sync = os.fdatasync if datasync else os.fsync
@@ -725,6 +785,9 @@ class HsmFs(pyfuse3.Operations):
 
     @fuse_op
     async def release(self, fh: int) -> None:
+        if fh in self.members.handles:
+            self.members.release(fh)
+            return
         handle = self.handles.pop(fh)
         ino = handle.ino
         opened = self.open_inodes[ino]
@@ -739,6 +802,10 @@ class HsmFs(pyfuse3.Operations):
                     txn.remove_from(b"open_writes", ino)
             if last_writer and opened.inode.hsm_state == HsmState.DIRTY and self.migrator:
                 self.migrator.schedule(ino)
+            if last_writer and self.spawn is not None:
+                with self.catalog.read() as txn:
+                    if is_tar_name(txn.path_of(ino)):
+                        self.spawn(self.members.index, ino)
         if opened.handles == 0:
             del self.open_inodes[ino]
             self.catalog.live.pop(ino, None)
@@ -748,6 +815,12 @@ class HsmFs(pyfuse3.Operations):
     # -- extended attributes ------------------------------------------------------------
     @fuse_op
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+        if is_member(inode):
+            with self.catalog.read() as txn:
+                return self.members.xattr(txn, inode, name)
+        if name == b"user.hsm.tar":
+            with self.catalog.read() as txn:
+                return self.members.tar_xattr(txn, inode)
         if name.startswith(HSM_PREFIX):
             return self.hsm_xattr(self._inode(inode), name)
         with self.catalog.read() as txn:
@@ -813,6 +886,7 @@ class HsmFs(pyfuse3.Operations):
     async def setxattr(
         self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext
     ) -> None:
+        self._writable(inode)
         if name.startswith(HSM_PREFIX):
             self.set_hsm_xattr(self._inode(inode), name, value)
             return
@@ -833,12 +907,15 @@ class HsmFs(pyfuse3.Operations):
 
     @fuse_op
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
+        if is_member(inode):
+            return []
         with self.catalog.read() as txn:
             self._get(txn, inode)
             return [name for name, _ in txn.xattrs(inode)]
 
     @fuse_op
     async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        self._writable(inode)
         if name.startswith(HSM_PREFIX):
             raise fail(errno.EPERM)
         with self.catalog.write() as txn:

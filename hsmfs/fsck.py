@@ -195,14 +195,11 @@ class Fsck:
                     message = f"file inode {inode.ino} has no cache data; marking it released"
                     new_state = HsmState.RELEASED  # the object store still has a copy
                 elif inode.size == 0:
-                    message = f"empty file inode {inode.ino} has no cache file; recreating it"
-                    new_state = HsmState(inode.hsm_state)
+                    continue  # normal: an empty file gets its cache file when first opened
                 else:
                     message = f"file inode {inode.ino} has lost its data; marking it lost"
                     new_state = HsmState.LOST
                 if self.found(message):
-                    if new_state == inode.hsm_state:
-                        self.cache.create_empty(inode.ino)
                     inode.hsm_state = new_state
                     txn.put_inode(inode)
 

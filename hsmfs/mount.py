@@ -238,6 +238,8 @@ class Daemon:
                 fs.is_open, lambda ino: fs.data_versions.get(ino, 0), fs.last_open,
             )  # fmt: skip
             fs.delete_object = lambda key: nursery.start_soon(self._delete_object, key, limiter)
+            fs.members.backend = backend
+            fs.spawn = nursery.start_soon
             self.actions = Actions(fs, backend, self.options, lambda: self.config)
             self.actions.register(control)
             nursery.start_soon(fs.migrator.run, nursery)
