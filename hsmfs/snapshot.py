@@ -23,6 +23,8 @@ from .cache import CacheDir
 from .catalog import ROOT_INO, Catalog, HsmState, Txn
 from .errors import CatalogError
 from .lock import StateLock
+from .members import is_tar_name, store_index
+from .tarindex import index_tar
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +70,7 @@ def recover(backend: ObjectStore, state_dir: Path, cache_dir: Path) -> dict[str,
                     for key, info in objects.items():
                         progress.advance(task)
                         if key not in referenced:
-                            _rebuild(txn, backend, key, info)
+                            _rebuild(txn, backend, key, info, state_dir)
                             counts["rebuilt"] += 1
                 txn.set_meta(b"clean", b"1")
             catalog.sync()
@@ -107,7 +109,7 @@ def _reconcile(txn: Txn, objects: dict[str, ObjectInfo], counts: dict[str, int])
     return referenced
 
 
-def _rebuild(txn: Txn, backend: ObjectStore, key: str, info: ObjectInfo) -> None:
+def _rebuild(txn: Txn, backend: ObjectStore, key: str, info: ObjectInfo, workdir: Path) -> None:
     """Create the file an object was migrated from, at its key's path."""
     head = backend.head(key)
     meta = dict(head.metadata if head is not None else info.metadata)
@@ -142,3 +144,17 @@ def _rebuild(txn: Txn, backend: ObjectStore, key: str, info: ObjectInfo) -> None
     txn.set_hsm_record(
         inode.ino, {"key": key, "md5": md5, "size": info.size, "archived_at": info.mtime}
     )
+    if is_tar_name(name):
+        _index_from_store(txn, backend, key, inode.ino, workdir)
+
+
+def _index_from_store(txn: Txn, backend: ObjectStore, key: str, tar: int, workdir: Path) -> None:
+    """A tar rebuilt from the bucket gets its member index back (one download, discarded)."""
+    with tempfile.TemporaryDirectory(dir=workdir, prefix="recover-") as tmp:
+        local = Path(tmp) / "tar"
+        backend.download(key, local)
+        with open(local, "rb") as f:
+            index = index_tar(f)
+    store_index(txn, tar, index)
+    if index.invalid:
+        log.error("recovered tar %s is invalid: %s", key, index.invalid)
