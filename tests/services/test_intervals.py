@@ -47,9 +47,15 @@ def test_retry_intervals_count_the_retries_then_give_up() -> None:
     retries = RetryIntervals.parse("5x1m,12x5m,24x1h,7x1d")
     assert retries.total == 48
     assert [retries.delay(n) for n in (1, 5, 6, 17, 18, 41, 42, 48)] == [
-        timedelta(minutes=1), timedelta(minutes=1), timedelta(minutes=5), timedelta(minutes=5),
-        timedelta(hours=1), timedelta(hours=1), timedelta(days=1), timedelta(days=1),
-    ]  # fmt: skip
+        timedelta(minutes=1),
+        timedelta(minutes=1),
+        timedelta(minutes=5),
+        timedelta(minutes=5),
+        timedelta(hours=1),
+        timedelta(hours=1),
+        timedelta(days=1),
+        timedelta(days=1),
+    ]
     assert retries.delay(49) is None
     assert str(retries) == "5x1m,12x5m,24x1h,7x1d"
     assert RetryIntervals.parse("NEVER").delay(1) is None
@@ -63,10 +69,12 @@ def test_bad_retry_intervals_are_refused() -> None:
 
 
 def test_configuration_fields_accept_both_syntaxes_and_round_trip() -> None:
-    ext = ArchiveDeviceExtension.model_validate({
-        "FileCopy": {"RetryIntervals": "5x1m,2x1h", "TaskInterval": "NEVER"},
-        "SyncFileStatus": {"TaskInterval": "1h!9-17"},
-    })  # fmt: skip
+    ext = ArchiveDeviceExtension.model_validate(
+        {
+            "FileCopy": {"RetryIntervals": "5x1m,2x1h", "TaskInterval": "NEVER"},
+            "SyncFileStatus": {"TaskInterval": "1h!9-17"},
+        }
+    )
     assert ext.file_copy.retry_intervals.delay(6) == timedelta(hours=1)
     assert ext.file_copy.task_interval.period is None
     assert ext.sync_file_status.task_interval.quiet == (9, 17)
