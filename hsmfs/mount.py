@@ -230,7 +230,10 @@ class Daemon:
             nursery.start_soon(self.notifier.ping_watchdog)
             self._cancel = nursery.cancel_scope
             limiter = trio.CapacityLimiter(backend.options.max_pool_connections)
-            fs.stager = Stager(fs.catalog, fs.cache, backend, limiter, nursery, fs.on_staged)
+            fs.stager = Stager(
+                fs.catalog, fs.cache, backend, limiter, nursery, fs.on_staged,
+                max_stages=self.config.hsm.max_stages,
+            )  # fmt: skip
             if metrics is not None:
                 fs.stager.on_stage_time = metrics.observe_stage
             fs.migrator = Migrator(

@@ -63,14 +63,19 @@ class Stage:
         self._changed = trio.Event()
 
     async def wait_for(self, end: int, timeout: float) -> None:
-        """Return once bytes [0, end) are verified; FUSEError(EIO) on failure or timeout."""
+        """Return once bytes [0, end) are verified; FUSEError(EIO) on failure or timeout.
+
+        A wait that reaches the end of the file (every writer's) lasts until the stage is
+        done: until the download returns, its thread still truncates the part file to the
+        object's size, which would cut off bytes a writer appended."""
         end = min(end, self.size)
+        whole = end >= self.size
         with trio.move_on_after(timeout):
-            while self.verified < end and self.error is None and not self.done:
+            while (whole or self.verified < end) and self.error is None and not self.done:
                 await self._changed.wait()
         if self.error is not None:
             raise pyfuse3.FUSEError(errno.EIO)
-        if self.verified < end:
+        if not self.done and (whole or self.verified < end):
             log.error("staging %s: no data for %.0f s; read failed with EIO", self.key, timeout)
             raise pyfuse3.FUSEError(errno.EIO)
 
@@ -104,6 +109,7 @@ class Stager:
         limiter: trio.CapacityLimiter,
         nursery: trio.Nursery,
         on_staged: Callable[[int], None],
+        max_stages: int = 4,
     ) -> None:
         self.catalog = catalog
         self.cache = cache
@@ -113,6 +119,7 @@ class Stager:
         self.on_staged = on_staged
         self.on_stage_time: Callable[[float], None] = lambda seconds: None  # metrics
         self.stages: dict[int, Stage] = {}
+        self.slots = trio.Semaphore(max_stages)  # whole-file downloads at once
         self.completed = 0
         self.failed = 0
         self.last_error: str | None = None
@@ -139,7 +146,8 @@ class Stager:
     async def _run(self, stage: Stage) -> None:
         token = trio.lowlevel.current_trio_token()
         try:
-            await trio.to_thread.run_sync(self._download, stage, token, limiter=self.limiter)
+            async with self.slots:
+                await trio.to_thread.run_sync(self._download, stage, token, limiter=self.limiter)
         except Exception as exc:
             self._failed(stage, exc)
         else:
