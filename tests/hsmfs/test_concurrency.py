@@ -251,3 +251,32 @@ def test_a_request_stuck_on_the_cache_does_not_stall_the_others(
     stuck.join(60)
     assert not stuck.is_alive()
     assert result == [data]
+
+
+def test_a_create_stuck_on_the_cache_does_not_stall_the_others(
+    stacked: tuple[HsmMount, HsmMount],
+) -> None:
+    upper, lower = stacked
+    mnt = upper.mnt
+    (mnt / "d").mkdir()
+    assert upper.proc is not None and lower.proc is not None
+    baseline = threads_waiting_for_fuse(upper.proc.pid)
+    lower.proc.send_signal(signal.SIGSTOP)
+    stuck = threading.Thread(target=(mnt / "new").write_bytes, args=(b"created",))
+    stuck.start()
+    try:
+        wait_for(lambda: threads_waiting_for_fuse(upper.proc.pid) > baseline,
+                 what="the upper daemon to wait for its cache")  # fmt: skip
+
+        def other_requests() -> None:
+            for i in range(10):
+                os.mkdir(mnt / "d" / f"sub{i}")
+            assert len(os.listdir(mnt / "d")) == 10
+
+        run_bounded(other_requests, 60, "requests next to the stuck create")
+        assert stuck.is_alive()
+    finally:
+        lower.proc.send_signal(signal.SIGCONT)
+    stuck.join(60)
+    assert not stuck.is_alive()
+    assert (mnt / "new").read_bytes() == b"created"
