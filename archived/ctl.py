@@ -1,4 +1,4 @@
-"""archivectl: the operator's command line for archived (configuration, file systems, index, status)."""
+"""archivectl: the operator's command line for archived (configuration, index, status)."""
 
 from __future__ import annotations
 
