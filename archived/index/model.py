@@ -3,27 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import IntEnum
 from pathlib import Path
+
+# One definition of dcm4chee's file status codes, shared with the configuration.
+from archived.conf.fields import FileStatus as FileStatus
 
 ONLINE_STORAGE = "ONLINE_STORAGE"
 NEARLINE_STORAGE = "NEARLINE_STORAGE"
 TAR_PREFIX = "tar:"
-
-
-class FileStatus(IntEnum):
-    """dcm4chee 2.x file status codes (file.file_status)."""
-
-    MIGRATION_FAILED = -5
-    QUERY_HSM_FAILED = -4
-    MD5_CHECK_FAILED = -3
-    VERIFY_COMPRESS_FAILED = -2
-    COMPRESS_FAILED = -1
-    DEFAULT = 0
-    TO_ARCHIVE = 1
-    ARCHIVED = 2
-    COMPRESSING = 3
-    MIGRATED = 4
 
 
 @dataclass(frozen=True)
