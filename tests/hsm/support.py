@@ -77,6 +77,16 @@ class Store:
                 client.close()
         return {k for k in found if not k.startswith((".hsmfs/", ".hsm-tmp/"))}
 
+    def delete(self, path: str) -> None:
+        if self.root is not None:
+            (self.root / path).unlink()
+            return
+        client = self._client()
+        try:
+            client.delete_object(Bucket=self.bucket_name, Key=self.full_key(path))
+        finally:
+            client.close()
+
     def damage(self, path: str) -> None:
         """Bit rot: change bytes, keep the size and the recorded metadata (MD5 included)."""
         original = self.get(path)
