@@ -21,8 +21,12 @@ from archived.dicom import ArchiveServer, DicomServiceError
 from archived.dicom.config import settings_from_config
 from archived.dicom.status_file import status_path, write_status
 from archived.index import ArchiveIndexError, Index
+from archived.logsetup import setup_logging
+from archived.metrics import MetricsEndpoint, parse_address
+from archived.sdnotify import Notifier
 
 DEFAULT_INDEX = "/var/lib/archived/index.sqlite"
+DEFAULT_STOP_TIMEOUT = 30.0
 STATUS_INTERVAL = 2.0
 LOG = logging.getLogger("archived")
 
@@ -45,17 +49,35 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"index file (default: $ARCHIVED_INDEX, else {DEFAULT_INDEX})",
     )  # fmt: skip
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
+    serve.add_argument(
+        "--metrics", type=metrics_address, default=os.environ.get("ARCHIVED_METRICS"),
+        metavar="[ADDRESS:]PORT",
+        help="serve Prometheus metrics there (default: $ARCHIVED_METRICS, else none)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--stop-timeout", type=float, metavar="SECONDS",
+        default=float(os.environ.get("ARCHIVED_STOP_TIMEOUT") or DEFAULT_STOP_TIMEOUT),
+        help="on SIGTERM, let running associations finish this long "
+        f"(default: $ARCHIVED_STOP_TIMEOUT, else {DEFAULT_STOP_TIMEOUT:.0f})",
+    )  # fmt: skip
     return parser
 
 
+def metrics_address(text: str) -> tuple[str, int]:
+    try:
+        return parse_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def serve(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging(args.log_level)
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
-    stop = threading.Event()
+    notifier = Notifier.from_environment()
+    stop, reload_requested = threading.Event(), threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+    signal.signal(signal.SIGHUP, lambda *_: reload_requested.set())
     path = index_path(args.index)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open_store(args.config) as store, Index(path) as index:
@@ -73,15 +95,28 @@ def serve(args: argparse.Namespace) -> int:
                 LOG.error("configuration change not applied: %s", exc)
 
         subscription = store.subscribe(reload)
-        server.start()
+        metrics = MetricsEndpoint(*args.metrics, index) if args.metrics else None
+        server.start(metrics.timer.handlers() if metrics else ())
         status = status_path(path)
+        # The main thread pings the watchdog between status writes.
+        interval = min(STATUS_INTERVAL, notifier.watchdog_interval or STATUS_INTERVAL)
         try:
+            if metrics:
+                metrics.start(server)
             write_status(status, server.statistics())
-            while not stop.wait(STATUS_INTERVAL):
+            notifier.ready(f"AE {settings.ae_title} listening on port {server.port}")
+            while not stop.wait(interval):
+                notifier.watchdog()
+                if reload_requested.is_set():  # SIGHUP (systemctl reload)
+                    reload_requested.clear()
+                    reload(None)
                 write_status(status, server.statistics())
         finally:
+            notifier.stopping("finishing running associations")
             subscription.cancel()
-            server.stop()
+            server.stop(grace=args.stop_timeout)
+            if metrics:
+                metrics.stop()
             status.unlink(missing_ok=True)
     return 0
 

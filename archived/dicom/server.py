@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Sequence
 from typing import Any
 
 from pynetdicom import AE, _config, evt
@@ -81,12 +83,13 @@ class ArchiveServer:
             (evt.EVT_ABORTED, self._log_abort),
         ]
 
-    def start(self) -> None:
+    def start(self, extra_handlers: Sequence[tuple[Any, Any]] = ()) -> None:
+        """Listen; ``extra_handlers`` (e.g. metrics timers) are bound next to the service's."""
         configure_pynetdicom()
         address = (self.settings.bind_address, self.settings.port)
         try:
             self._server = self.ae.start_server(
-                address, block=False, evt_handlers=self.handlers()
+                address, block=False, evt_handlers=[*self.handlers(), *extra_handlers]
             )
         except OSError as exc:
             raise ListenError(
@@ -103,19 +106,37 @@ class ArchiveServer:
             raise RuntimeError("the archive AE is not started")
         return int(self._server.server_address[1])
 
-    def stop(self) -> None:
+    def stop(self, grace: float = 0.0) -> None:
+        """Stop listening, let running associations finish for up to ``grace`` seconds,
+        then abort what is left."""
         with self._lock:
             server, self._server = self._server, None
         if server is not None:
             server.shutdown()
+        self._drain(grace)
         self.stgcmt.join(timeout=self.settings.dimse_timeout)
         self.ae.shutdown()
 
+    def _drain(self, grace: float) -> None:
+        deadline = time.monotonic() + grace
+        running = self._acceptors()
+        if running and grace > 0:
+            LOG.info("waiting up to %.0f s for %d association(s) to finish", grace, len(running))
+        while running and time.monotonic() < deadline:
+            time.sleep(0.05)
+            running = self._acceptors()
+        if running:
+            LOG.warning("aborting %d association(s) still running: %s", len(running),
+                        ", ".join(sorted(describe_peer(a) for a in running)))  # fmt: skip
+
+    def _acceptors(self) -> list[Any]:
+        """Associations peers hold with us now. A released association's thread lingers
+        in active_associations for up to the ACSE timeout; it no longer counts."""
+        return [a for a in self.ae.active_associations if a.is_acceptor and a.is_established]
+
     def statistics(self) -> dict[str, Any]:
         """Live view for operators: associations now, counters since start."""
-        active = [
-            assoc for assoc in self.ae.active_associations if assoc.is_acceptor
-        ]
+        active = self._acceptors()
         return {
             "ae_title": self.settings.ae_title,
             "port": self.port if self._server is not None else None,
