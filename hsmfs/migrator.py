@@ -110,11 +110,12 @@ class Migrator:
             inode = txn.get_inode(ino)
             path = txn.path_of(ino)
             record = txn.hsm_record(ino)
-        if inode is None or not inode.is_reg or inode.hsm_state != HsmState.DIRTY:
+        gone = inode is None or inode.nlink == 0  # deleted, or unlinked and still open
+        if gone or not inode.is_reg or inode.hsm_state != HsmState.DIRTY:
             with self.catalog.write() as txn:
                 txn.dequeue(ino)
             return
-        key = path if path is not None else f".unlinked/{ino}"  # unlinked while queued
+        key = path if path is not None else f".by-inode/{ino}"  # a hard link lost its first name
         self.uploading[ino] = key
         version = self.data_version(ino)
         metadata = {
