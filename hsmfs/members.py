@@ -204,7 +204,9 @@ class TarMembers:
         attr.st_nlink = 2 if member.is_dir else 1
         attr.st_uid, attr.st_gid = tar_inode.uid, tar_inode.gid
         attr.st_size = (
-            len(self._link_target(member)) if member.kind is MemberKind.SYMLINK else member.size
+            len(self._link_target(txn, tar, member).encode("utf-8", "surrogateescape"))
+            if member.kind is MemberKind.SYMLINK
+            else member.size
         )
         attr.st_blksize = 128 * 1024
         attr.st_blocks = (attr.st_size + 511) // 512
@@ -262,6 +264,8 @@ class TarMembers:
             )
             if target is not None:
                 child_ord, child = target
+            elif child.kind is MemberKind.HARDLINK:
+                continue  # its target is not in the tar: lookup says ENOENT, so hide it
             if not pyfuse3.readdir_reply(
                 token, name, self.attr(txn, tar, child_ord, child), position
             ):
@@ -269,17 +273,22 @@ class TarMembers:
             given.append(member_ino(tar, child_ord))
         return given
 
-    def _link_target(self, member: TarMember) -> str:
-        """A relative target that cannot climb out of the tar root."""
+    def _link_target(self, txn: Txn, tar: int, member: TarMember) -> str:
+        """An absolute target inside the tar: ``MOUNTPOINT/TAR PATH!TARGET``.
+
+        No relative target can stay inside: the kernel resolves ``..`` through its own
+        dentries, and ``NAME.tar!DIR`` is a child of the tar's real directory there, so
+        ``..`` from ``NAME.tar!DIR/LINK`` would leave the tar."""
         target = lexical_join(member.parent, member.linkname)
-        depth = len(member.parent.split("/")) if member.parent else 0
-        return "/".join([".."] * depth + ([target] if target else [])) or "."
+        mountpoint = self.fs.daemon_info.get("mountpoint", "").rstrip("/")
+        return f"{mountpoint}/{txn.path_of(tar) or ''}!{target}"
 
     def readlink(self, txn: Txn, ino: int) -> bytes:
-        member = self._member(txn, *split_ino(ino))
+        tar, ordinal = split_ino(ino)
+        member = self._member(txn, tar, ordinal)
         if member.kind is not MemberKind.SYMLINK:
             raise pyfuse3.FUSEError(errno.EINVAL)
-        return self._link_target(member).encode("utf-8", "surrogateescape")
+        return self._link_target(txn, tar, member).encode("utf-8", "surrogateescape")
 
     def xattr(self, txn: Txn, ino: int, name: bytes) -> bytes:
         tar, ordinal = split_ino(ino)
