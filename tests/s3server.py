@@ -4,7 +4,9 @@
 - `stop()` simulates an outage: the listening socket is closed and every open
   connection is cut, so clients see "connection refused"; `start()` brings it back on
   the same port with the same buckets and objects (moto keeps them in this process);
-- `stall()` accepts requests but answers none until `resume()` (a hung endpoint).
+- `stall()` accepts requests but answers none until `resume()` (a hung endpoint);
+- `hold_bodies(after=N)` sends the first N bytes of each response body, then holds the
+  rest until `resume()` or `stop()`, so a test can cut transfers in the middle.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ class S3Server(ThreadedMotoServer):
         self._running = False
         self._serving = threading.Event()
         self._serving.set()
+        self._hold_after: int | None = None
 
     # --- life cycle ---------------------------------------------------------------------
 
@@ -95,6 +98,7 @@ class S3Server(ThreadedMotoServer):
         if not self._running:
             return
         self._running = False
+        self._hold_after = None
         self._serving.set()  # release stalled requests so their threads end
         for conn in list(self._connections):  # cut transfers now, not after shutdown
             self._cut(conn)
@@ -124,7 +128,13 @@ class S3Server(ThreadedMotoServer):
         self._serving.clear()
 
     def resume(self) -> None:
+        self._hold_after = None
         self._serving.set()
+
+    def hold_bodies(self, after: int) -> None:
+        """Send `after` bytes of every response body, the rest only after resume()."""
+        self._serving.clear()
+        self._hold_after = after
 
     # --- request log --------------------------------------------------------------------
 
@@ -167,5 +177,18 @@ class _RecordingApp:
                     range=environ.get("HTTP_RANGE"),
                 )
             )
-        self._server._serving.wait(STALL_LIMIT)
-        return self._app(environ, start_response)
+        hold_after = self._server._hold_after
+        if hold_after is None:
+            self._server._serving.wait(STALL_LIMIT)
+            return self._app(environ, start_response)
+        return self._held(self._app(environ, start_response), hold_after)
+
+    def _held(self, body: Iterable[bytes], after: int) -> Iterator[bytes]:
+        sent = 0
+        for chunk in body:
+            if sent < after <= sent + len(chunk):
+                yield chunk[: after - sent]
+                self._server._serving.wait(STALL_LIMIT)
+                chunk = chunk[after - sent :]
+            sent += len(chunk)
+            yield chunk

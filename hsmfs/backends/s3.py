@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import boto3
@@ -328,34 +328,48 @@ class S3Store(ObjectStore):
         metadata: Mapping[str, str] | None = None,
         progress: ProgressCallback | None = None,
     ) -> ObjectInfo:
-        full_key = self._full_key(key)
-        try:
-            size = os.stat(local_path).st_size
-            # S3 takes metadata before the data, so the MD5 must be known first; the part
-            # MD5s give the ETag S3 must report for exactly these bytes.
-            digest = digest_file(local_path, self._part_size(size))
-        except OSError as exc:
-            raise ObjectStoreError(f"cannot read {local_path} to upload: {exc.strerror}") from exc
-        if md5 is not None and md5 != digest.md5:
+        """See ObjectStore.upload. S3 takes metadata before the data, so without `md5` the
+        file is hashed first; with it, hashing runs alongside the upload (and a single
+        PUT needs none: S3's ETag is the MD5 of what it received)."""
+        with ThreadPoolExecutor(1, thread_name_prefix="s3-digest") as background:
+            try:
+                size = os.stat(local_path).st_size
+                part_size = self._part_size(size)
+                if md5 is None:
+                    digest: FileDigest | Future[FileDigest] = digest_file(local_path, part_size)
+                elif part_size is None:
+                    digest = FileDigest(size, md5, md5)
+                else:
+                    digest = background.submit(digest_file, local_path, part_size)
+            except OSError as exc:
+                raise ObjectStoreError(
+                    f"cannot read {local_path} to upload: {exc.strerror}"
+                ) from exc
+            claimed = md5 or cast(FileDigest, digest).md5
+            self.stats.count("requests")
+            try:
+                self.client.upload_file(
+                    str(local_path),
+                    self.bucket,
+                    self._full_key(key),
+                    ExtraArgs={"Metadata": {**(metadata or {}), MD5_METADATA_KEY: claimed}},
+                    Config=self.transfer_config,
+                    Callback=progress,
+                )
+            except Exception as exc:
+                raise self._translate(exc, key) from exc
+            try:
+                read = digest.result() if isinstance(digest, Future) else digest
+            except OSError as exc:
+                raise ObjectStoreError(f"cannot read {local_path}: {exc.strerror}") from exc
+        if read.md5 != claimed:
             raise UploadNotVerified(
-                f"{self._name(key)}: {local_path} has MD5 {digest.md5}, not {md5}; the file "
-                "changed since it was hashed: archive it again"
+                f"{self._name(key)}: {local_path} has MD5 {read.md5}, not {claimed}; the "
+                "file changed since it was hashed: archive it again"
             )
-        self.stats.count("requests")
-        try:
-            self.client.upload_file(
-                str(local_path),
-                self.bucket,
-                full_key,
-                ExtraArgs={"Metadata": {**(metadata or {}), MD5_METADATA_KEY: digest.md5}},
-                Config=self.transfer_config,
-                Callback=progress,
-            )
-        except Exception as exc:
-            raise self._translate(exc, key) from exc
         self.stats.count("uploads")
         self.stats.count("bytes_up", size)
-        return self._verify_upload(key, digest, local_path)
+        return self._verify_upload(key, read, local_path)
 
     def _verify_upload(
         self, key: str, digest: FileDigest, local_path: Path | None = None
