@@ -154,6 +154,13 @@ class HsmFs(pyfuse3.Operations):
         if any(is_member(ino) for ino in inos):
             raise fail(errno.EROFS)
 
+    def _writable_names(self, *names: tuple[int, bytes]) -> None:
+        """``NAME.tar!REST`` in a real directory is inside that tar: read-only as well."""
+        if any(b"!" in name for _, name in names):
+            with self.catalog.read() as txn:
+                if any(self.members.names_member(txn, *entry) for entry in names):
+                    raise fail(errno.EROFS)
+
     def _get(self, txn: Txn, ino: int) -> Inode:
         inode = txn.get_inode(ino)
         if inode is None:
@@ -207,6 +214,7 @@ class HsmFs(pyfuse3.Operations):
     ) -> Inode:
         check_name(name)
         self._writable(parent_ino)
+        self._writable_names((parent_ino, name))
         with self.catalog.write() as txn:
             parent = self._get(txn, parent_ino)
             if not parent.is_dir:
@@ -391,6 +399,7 @@ class HsmFs(pyfuse3.Operations):
     ) -> pyfuse3.EntryAttributes:
         check_name(name)
         self._writable(parent_inode)
+        self._writable_names((parent_inode, name))
         with self.catalog.write() as txn:
             parent = self._get(txn, parent_inode)
             if txn.lookup(parent_inode, name) is not None:
@@ -409,6 +418,7 @@ class HsmFs(pyfuse3.Operations):
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         check_name(name)
         self._writable(parent_inode)
+        self._writable_names((parent_inode, name))
         purge = None
         with self.catalog.write() as txn:
             parent = self._get(txn, parent_inode)
@@ -432,6 +442,7 @@ class HsmFs(pyfuse3.Operations):
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         check_name(name)
         self._writable(parent_inode)
+        self._writable_names((parent_inode, name))
         with self.catalog.write() as txn:
             parent = self._get(txn, parent_inode)
             ino = txn.lookup(parent_inode, name)
@@ -465,6 +476,7 @@ class HsmFs(pyfuse3.Operations):
         check_name(name_old)
         check_name(name_new)
         self._writable(parent_inode_old, parent_inode_new)
+        self._writable_names((parent_inode_old, name_old), (parent_inode_new, name_new))
         if flags & ~(pyfuse3.RENAME_NOREPLACE | pyfuse3.RENAME_EXCHANGE):
             raise fail(errno.EINVAL)
         purge = None
@@ -576,6 +588,7 @@ class HsmFs(pyfuse3.Operations):
     ) -> pyfuse3.EntryAttributes:
         check_name(new_name)
         self._writable(inode, new_parent_inode)
+        self._writable_names((new_parent_inode, new_name))
         with self.catalog.write() as txn:
             node = self._get(txn, inode)
             if node.is_dir:

@@ -226,6 +226,12 @@ class TarMembers:
             return None
         return self.attr(txn, tar, *found)
 
+    def names_member(self, txn: Txn, parent: int, name: bytes) -> bool:
+        """Whether ``name`` in the real directory ``parent`` is ``NAME.tar!...`` of a tar there
+        (indexed or not yet: a real entry of that name would shadow a member)."""
+        tar_name, bang, _ = name.partition(b"!")
+        return bool(bang) and is_tar_name(tar_name) and txn.lookup(parent, tar_name) is not None
+
     def lookup(self, txn: Txn, parent: int, name: bytes) -> pyfuse3.EntryAttributes | None:
         tar, ordinal = split_ino(parent)
         directory = self._member(txn, tar, ordinal)
