@@ -255,14 +255,19 @@ class HsmFs(pyfuse3.Operations):
             else:
                 ino = txn.lookup(parent_inode, name)
             if ino is None:
-                bang = self.members.lookup_bang(txn, parent_inode, name) if b"!" in name else None
-                return bang if bang is not None else self._negative()
+                if b"!" not in name:
+                    return self._negative()
+                bang = self.members.lookup_bang(txn, parent_inode, name)
+                # Not cached: a tar still open or being indexed has its members soon.
+                return bang if bang is not None else self._negative(entry_timeout=0.0)
             return self._remember(self._get(txn, ino))
 
-    def _negative(self) -> pyfuse3.EntryAttributes:
+    def _negative(self, entry_timeout: float | None = None) -> pyfuse3.EntryAttributes:
         negative = pyfuse3.EntryAttributes()
         negative.st_ino = 0
-        negative.entry_timeout = self.config.fs.entry_timeout
+        negative.entry_timeout = (
+            self.config.fs.entry_timeout if entry_timeout is None else entry_timeout
+        )
         return negative
 
     @fuse_op
