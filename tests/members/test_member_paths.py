@@ -112,6 +112,25 @@ def test_gnu_tar_written_into_the_mount(
     ).st_ino
 
 
+def test_members_appear_once_indexed_even_if_looked_up_before(
+    s3: Store, make_mount: MountFactory
+) -> None:
+    """A reader that looks too early (the tar still open, or not yet indexed) gets ENOENT,
+    and the members once the tar is indexed: the early miss is not cached by the kernel."""
+    files = series(2, 1000)
+    hsm = make_mount(s3, PREFETCH_NONE)
+    tar = hsm.mnt / "early.tar"
+    with open(tar, "wb") as f:
+        f.write(make_tar(files))
+        f.flush()
+        for path in (member(tar), member(tar, "MD5SUM"), member(tar, "CF024730/00000001")):
+            assert not os.path.exists(path)
+        assert tar_status(tar) is None
+    wait_indexed(tar)
+    assert sorted(os.listdir(member(tar))) == ["CF024730", "MD5SUM"]
+    check_members(tar, files)
+
+
 def test_member_inodes_are_stable_across_remount(s3: Store, make_mount: MountFactory) -> None:
     files = series(5, 3000)
     hsm = make_mount(s3, PREFETCH_NONE)
