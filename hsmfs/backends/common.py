@@ -344,9 +344,13 @@ class ObjectStore(ABC):
     ) -> ObjectInfo:
         """Store the file under `key`; return only once the store confirmed size and MD5.
 
-        `md5`: the file's MD5 if the caller already knows it (it is checked, not trusted).
-        Raises UploadNotVerified if the store does not confirm (the object may then exist
-        but must not be trusted). `progress` restarts from zero when a retry starts over.
+        `md5`: the file's MD5 if the caller already knows it (checked, not trusted; on
+        S3 it saves hashing the file before the upload starts).
+        Raises UploadNotVerified if the store does not confirm; the object may then
+        exist but must not be trusted. The key is overwritten in place: to keep an older
+        verified copy until the new one is confirmed, upload under a new key.
+        `progress` is called from transfer threads, possibly several at once; after a
+        retry its increments count the file again from the start.
         """
 
     @abstractmethod
@@ -365,7 +369,10 @@ class ObjectStore(ABC):
         """Fetch `key` into `local_path`, keeping its first `start` bytes (a resumed stage).
 
         `progress` receives increments of the contiguous prefix of `local_path` that is
-        complete, so a reader may serve bytes below `start + sum(increments)` at once.
+        complete, so a reader may serve bytes below `start + sum(increments)` at once
+        (called from the calling thread). A `start` beyond the local file's length is
+        lowered to it; beyond the object's size, the download starts over. Failures
+        writing `local_path` (ENOSPC, say) surface as OSError, not as store errors.
         The whole file is verified against the object's MD5 (ChecksumMismatch otherwise,
         with the file left as it is for the caller to discard).
         """

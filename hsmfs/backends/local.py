@@ -280,33 +280,38 @@ class LocalStore(ObjectStore):
         start: int = 0,
         progress: ProgressCallback | None = None,
     ) -> ObjectInfo:
+        # Errors of the object are the store's; errors of local_path (the caller's cache
+        # file, ENOSPC say) stay OSError for the caller to handle.
         what = f"{self.describe()}/{key}"
-        with self._errors(what), open(self._path(key), "rb") as source:
-            info = self._info(key, source.fileno())
+        with self._errors(what):
+            source = open(self._path(key), "rb")
+        with source, open(local_path, "a+b") as out:
+            with self._errors(what):
+                info = self._info(key, source.fileno())
             if start > info.size:
                 start = 0  # the partial file is not a prefix of this object
             md5 = hashlib.md5()
-            out_fd = os.open(local_path, os.O_RDWR | os.O_CREAT, 0o600)
-            try:
-                with os.fdopen(out_fd, "r+b", closefd=False) as out:
-                    remaining = start
-                    while remaining and (chunk := out.read(min(COPY_CHUNK, remaining))):
-                        md5.update(chunk)
-                        remaining -= len(chunk)
-                    start -= remaining  # the file was shorter than claimed: resume there
-                    out.seek(start)
-                    source.seek(start)
-                    received = 0
-                    while chunk := source.read(COPY_CHUNK):
-                        md5.update(chunk)
-                        out.write(chunk)
-                        received += len(chunk)
-                        if progress:
-                            out.flush()
-                            progress(len(chunk))
-                    out.truncate(info.size)
-            finally:
-                os.close(out_fd)
+            out.seek(0)
+            remaining = start
+            while remaining and (chunk := out.read(min(COPY_CHUNK, remaining))):
+                md5.update(chunk)
+                remaining -= len(chunk)
+            start -= remaining  # the file was shorter than claimed: resume there
+            out.truncate(start)  # append mode: every write goes to the end, i.e. here
+            received = 0
+            with self._errors(what):
+                source.seek(start)
+            while True:
+                with self._errors(what):
+                    chunk = source.read(COPY_CHUNK)
+                if not chunk:
+                    break
+                md5.update(chunk)
+                out.write(chunk)
+                received += len(chunk)
+                if progress:
+                    out.flush()
+                    progress(len(chunk))
         self.stats.count("downloads")
         self.stats.count("bytes_down", received)
         verify_download(what, info, start + received, md5.hexdigest(), local_path)

@@ -1,10 +1,15 @@
 """s3://BUCKET/PREFIX through boto3: verified multipart uploads, parallel ranged downloads.
 
-Upload verification: the file is read once before the upload to get its MD5 and, for a
-multipart upload, the MD5 of every part (the part size is the one s3transfer will use).
-The MD5 goes into the object's metadata; afterwards HEAD must report the same size and
-the ETag S3 computes from the bytes it received (the MD5 for a single PUT, MD5 of the
-part MD5s plus "-N" for N parts). Any difference raises UploadNotVerified.
+Upload verification: S3 takes metadata before the data, so the file's MD5 must be known
+when the upload starts; unless the caller passes it, the file is hashed first (whole
+file and, for multipart, every part of the size s3transfer will use, on two threads).
+With the MD5 given, the same hashing runs alongside the upload. Afterwards HEAD must
+report the file's size, the MD5 in the metadata, and the ETag S3 computed from the bytes
+it received (the MD5 for a single PUT; the MD5 of the part MD5s plus "-N" for N parts).
+Any difference raises UploadNotVerified.
+
+Downloads fetch `download_chunksize` ranges in parallel, each with If-Match on the ETag
+seen first, and hash the contiguous prefix as it grows (see ranges.py).
 
 botocore's own retries are off: @retry (common.py) is the only retry layer, so the
 configured attempts and deadline bound how long an unreachable endpoint can stall a call.
@@ -13,6 +18,7 @@ configured attempts and deadline bound how long an unreachable endpoint can stal
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
 import re
@@ -209,13 +215,23 @@ class S3Store(ObjectStore):
             return ObjectStoreError(f"{what}: {exc}")
         return exc
 
+    @contextlib.contextmanager
+    def _errors(self, key: str | None) -> Iterator[None]:
+        """Raise boto3/botocore errors about `key` as store errors; anything else (an
+        OSError of a local file, say) as it is."""
+        try:
+            yield
+        except Exception as exc:
+            translated = self._translate(exc, key)
+            if translated is exc:
+                raise
+            raise translated from exc
+
     def _call(self, key: str | None, operation: str, **params: Any) -> Any:
         """One S3 request, with errors translated."""
         self.stats.count("requests")
-        try:
+        with self._errors(key):
             return getattr(self.client, operation)(Bucket=self.bucket, **params)
-        except Exception as exc:
-            raise self._translate(exc, key) from exc
 
     def _info(self, key: str, response: Mapping[str, Any], size: int) -> ObjectInfo:
         metadata = dict(response.get("Metadata", {}))
@@ -232,17 +248,16 @@ class S3Store(ObjectStore):
 
     @retry
     def ping(self) -> None:
-        try:
-            self.client.head_bucket(Bucket=self.bucket)
-        except botocore.exceptions.ClientError as exc:
-            if str(exc.response.get("Error", {}).get("Code")) in ("404", "NoSuchBucket"):
-                raise PermanentFailure(
-                    f"{self._name(None)}: bucket {self.bucket} does not exist; create it or "
-                    "fix the backend URL"
-                ) from exc
-            raise self._translate(exc, None) from exc
-        except Exception as exc:
-            raise self._translate(exc, None) from exc
+        with self._errors(None):
+            try:
+                self.client.head_bucket(Bucket=self.bucket)
+            except botocore.exceptions.ClientError as exc:
+                if str(exc.response.get("Error", {}).get("Code")) in ("404", "NoSuchBucket"):
+                    raise PermanentFailure(
+                        f"{self._name(None)}: bucket {self.bucket} does not exist; create it "
+                        "or fix the backend URL"
+                    ) from exc
+                raise
 
     @retry
     def head(self, key: str) -> ObjectInfo | None:
@@ -301,10 +316,8 @@ class S3Store(ObjectStore):
     @retry
     def get_bytes(self, key: str) -> bytes:
         response = self._call(key, "get_object", Key=self._full_key(key))
-        try:
+        with self._errors(key):
             data = response["Body"].read()
-        except Exception as exc:
-            raise self._translate(exc, key) from exc
         info = self._info(key, response, response["ContentLength"])
         verify_download(self._name(key), info, len(data), hashlib.md5(data).hexdigest(), None)
         self.stats.count("bytes_down", len(data))
@@ -347,7 +360,7 @@ class S3Store(ObjectStore):
                 ) from exc
             claimed = md5 or cast(FileDigest, digest).md5
             self.stats.count("requests")
-            try:
+            with self._errors(key):
                 self.client.upload_file(
                     str(local_path),
                     self.bucket,
@@ -356,8 +369,6 @@ class S3Store(ObjectStore):
                     Config=self.transfer_config,
                     Callback=progress,
                 )
-            except Exception as exc:
-                raise self._translate(exc, key) from exc
             try:
                 read = digest.result() if isinstance(digest, Future) else digest
             except OSError as exc:
@@ -511,7 +522,8 @@ class S3Store(ObjectStore):
         body = response["Body"]
         try:
             while offset < stop and not tracker.cancelled.is_set():
-                data = body.read(min(STREAM_CHUNK, stop - offset))
+                with self._errors(key):
+                    data = body.read(min(STREAM_CHUNK, stop - offset))
                 if not data:
                     raise TemporaryFailure(
                         f"{self._name(key)}: connection closed at byte {offset}; will retry"
@@ -522,10 +534,6 @@ class S3Store(ObjectStore):
                 offset += len(data)
                 tracker.advance(index, len(data))
                 self.stats.count("bytes_down", len(data))
-        except ObjectStoreError:
-            raise
-        except Exception as exc:
-            raise self._translate(exc, key) from exc
         finally:
             body.close()
 
@@ -549,15 +557,16 @@ class S3Reader(ObjectReader):
         if self._body is None:
             self._body = self._store._get(key, self.position, self.end, self.info.etag)["Body"]
         try:
-            data = self._body.read(size)
+            with self._store._errors(key):
+                data = self._body.read(size)
             if not data:
                 raise TemporaryFailure(
                     f"{self._store._name(key)}: connection closed at byte {self.position}; "
                     "will retry"
                 )
-        except Exception as exc:
-            self.close()
-            raise self._store._translate(exc, key) from exc
+        except Exception:
+            self.close()  # the next attempt asks again from self.position
+            raise
         self.stats.count("bytes_down", len(data))
         return data
 

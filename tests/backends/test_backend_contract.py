@@ -234,3 +234,12 @@ def test_known_md5_saves_a_pass_and_is_checked(store: ObjectStore, tmp_path: Pat
         assert other is not None and other.md5 == "0" * 32
     else:
         assert other is None  # copied and hashed before the rename: never in place
+
+
+def test_local_file_errors_are_not_store_errors(store: ObjectStore, tmp_path: Path) -> None:
+    store.put_bytes("obj", b"data")
+    with pytest.raises(FileNotFoundError) as caught:
+        store.download("obj", tmp_path / "no-such-dir" / "obj")
+    assert not isinstance(caught.value, ObjectStoreError)
+    with pytest.raises(ObjectStoreError, match=r"cannot read .*nothing-here to upload"):
+        store.upload("obj2", tmp_path / "nothing-here")
