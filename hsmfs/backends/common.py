@@ -153,6 +153,14 @@ class StoreOptions:
         return cls(**converted)
 
     @property
+    def call_time_bound(self) -> float:
+        """Seconds after which a small call (head, ping, a range read's next chunk) has
+        failed at the latest when the endpoint is down or hung: retries stop starting at
+        the deadline, and the last attempt may still connect and wait for an answer.
+        Choose stage_timeout and friends above it (large transfers take longer)."""
+        return self.retry_deadline + self.connect_timeout + self.read_timeout
+
+    @property
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(
             self.retry_attempts, self.retry_base_delay, self.retry_max_delay, self.retry_deadline

@@ -329,7 +329,8 @@ class LocalStore(ObjectStore):
 
     @retry
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        base = self.root / prefix.rpartition("/")[0]
+        directory = prefix.rpartition("/")[0]
+        base = self._path(directory) if directory else self.root  # no escaping the root
         infos: list[ObjectInfo] = []
         with self._errors(f"{self.describe()}/{prefix}"):
             for dirpath, dirnames, filenames in os.walk(base):

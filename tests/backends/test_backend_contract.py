@@ -243,3 +243,11 @@ def test_local_file_errors_are_not_store_errors(store: ObjectStore, tmp_path: Pa
     assert not isinstance(caught.value, ObjectStoreError)
     with pytest.raises(ObjectStoreError, match=r"cannot read .*nothing-here to upload"):
         store.upload("obj2", tmp_path / "nothing-here")
+
+
+def test_list_prefix_cannot_escape_the_store(store: ObjectStore) -> None:
+    if isinstance(store, S3Store):
+        assert list(store.list("../")) == []  # just a prefix no key has
+    else:
+        with pytest.raises(ObjectStoreError, match="invalid object key"):
+            list(store.list("../"))
