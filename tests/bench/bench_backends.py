@@ -131,8 +131,8 @@ def main() -> None:
                     BUCKET, "raw", str(target), Config=same_ranges))  # fmt: skip
                 run("layer download", lambda: store.download("layer", target))
             assert (store.head("layer") or None) is not None
-            ttfb_raw = [first_bytes_raw(client, "layer") for _ in range(5 * args.rounds)]
-            ttfb_layer = [first_bytes_layer(store, "layer") for _ in range(5 * args.rounds)]
+            ttfb_raw = [first_bytes_raw(client, "layer") for _ in range(3 * args.rounds)]
+            ttfb_layer = [first_bytes_layer(store, "layer") for _ in range(3 * args.rounds)]
         store.close()
         client.close()
     finally:
