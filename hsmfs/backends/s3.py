@@ -81,6 +81,8 @@ def mask_url(url: str) -> str:
 class S3Store(ObjectStore):
     """Objects under `prefix` in one S3 bucket."""
 
+    list_page_size = 1000  # keys per ListObjectsV2 request (S3's maximum)
+
     def __init__(
         self,
         bucket: str,
@@ -274,7 +276,7 @@ class S3Store(ObjectStore):
 
     @retry
     def _list_page(self, prefix: str, token: str | None) -> dict[str, Any]:
-        params = {"Prefix": self.prefix + prefix}
+        params: dict[str, Any] = {"Prefix": self.prefix + prefix, "MaxKeys": self.list_page_size}
         if token:
             params["ContinuationToken"] = token
         return self._call(prefix, "list_objects_v2", **params)

@@ -289,3 +289,32 @@ def test_download_rides_out_a_restart(s3_bucket: S3Bucket, tmp_path: Path) -> No
     assert starts[0] == 0 and 0 < starts[1] <= MiB
     assert all(32 * MiB <= start <= 33 * MiB for start in starts[2:])
     assert len(starts) == 4 or (len(starts) == 3 and starts[2] == 32 * MiB)
+
+
+def test_list_pages_through_many_keys(s3_bucket: S3Bucket) -> None:
+    with s3_store(s3_bucket) as store:
+        store.list_page_size = 2
+        keys = [f"2011/8/{n}.tar" for n in range(7)]
+        for key in keys:
+            store.put_bytes(key, b"x")
+        s3_bucket.server.clear()
+        assert [info.key for info in store.list("2011/")] == sorted(keys)
+    assert s3_bucket.server.count("GET") == 4  # 2 + 2 + 2 + 1
+
+
+def test_credentials_from_a_profile(
+    s3_bucket: S3Bucket, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    credentials = tmp_path / "credentials"
+    credentials.write_text(
+        "[archive]\naws_access_key_id = AKIDEXAMPLE\naws_secret_access_key = s3cr3t\n"
+    )
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials))
+    with open_backend(s3_bucket.url() + "&profile=archive") as store:
+        store.put_bytes("obj", b"via profile")
+        assert store.get_bytes("obj") == b"via profile"
+        assert "s3cr3t" not in store.describe() and "AKIDEXAMPLE" not in store.describe()
+    with pytest.raises(PermanentFailure, match="profile 'nobody' not found"):
+        open_backend(s3_bucket.url() + "&profile=nobody")
