@@ -4,8 +4,9 @@ A snapshot is a compacted copy of the LMDB catalog, uploaded (verified like any 
 as ``SNAPSHOT_KEY``; it is taken every ``snapshot_interval`` and at every clean unmount.
 ``recover`` restores the newest snapshot and reconciles it with a listing of the bucket:
 files whose object exists come back ``released`` at the same path with the same
-attributes; files archived after the snapshot are rebuilt from their object metadata;
-files that never reached the store are marked ``lost``.
+attributes; files archived after the snapshot, and files whose object was replaced after
+it, take their attributes from their object metadata; files that never reached the store
+are marked ``lost``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from rich.progress import Progress
 
 from .backends import NoSuchObject, ObjectInfo, ObjectStore
 from .cache import CacheDir
-from .catalog import ROOT_INO, Catalog, HsmState, Txn
+from .catalog import ROOT_INO, Catalog, HsmState, Inode, Txn
 from .errors import CatalogError
 from .lock import StateLock
 from .members import is_tar_name, store_index
@@ -64,7 +65,7 @@ def recover(backend: ObjectStore, state_dir: Path, cache_dir: Path) -> dict[str,
         counts = {"released": 0, "lost": 0, "rebuilt": 0, "from_snapshot": int(from_snapshot)}
         try:
             with catalog.write() as txn:
-                referenced = _reconcile(txn, objects, counts)
+                referenced = _reconcile(txn, backend, objects, counts, state_dir)
                 with Progress(transient=True) as progress:
                     task = progress.add_task("rebuilding from object metadata", total=len(objects))
                     for key, info in objects.items():
@@ -79,8 +80,18 @@ def recover(backend: ObjectStore, state_dir: Path, cache_dir: Path) -> dict[str,
     return counts
 
 
-def _reconcile(txn: Txn, objects: dict[str, ObjectInfo], counts: dict[str, int]) -> set[str]:
-    """Every file of the snapshot becomes released (object present) or lost (absent)."""
+def _reconcile(
+    txn: Txn,
+    backend: ObjectStore,
+    objects: dict[str, ObjectInfo],
+    counts: dict[str, int],
+    workdir: Path,
+) -> set[str]:
+    """Every file of the snapshot becomes released (object present) or lost (absent).
+
+    An object that differs from the snapshot's record was uploaded after the snapshot: it
+    holds the newest data, so the file takes its attributes from it (the record's block
+    checksums would fail its stage)."""
     for name in (b"open_writes", b"orphans", b"staging"):
         for ino in txn.members(name):
             txn.remove_from(name, ino)
@@ -90,14 +101,20 @@ def _reconcile(txn: Txn, objects: dict[str, ObjectInfo], counts: dict[str, int])
     for inode in list(txn.inodes()):
         if not inode.is_reg:
             continue
-        key = txn.hsm_record(inode.ino).get("key")
+        record = txn.hsm_record(inode.ino)
+        key = record.get("key")
         info = objects.get(key) if key else None
-        if (
-            key
-            and info is not None
-            and info.size == inode.size
-            and inode.hsm_state != HsmState.DIRTY
-        ):
+        head = None
+        if key and info is not None:
+            replaced = info.size != inode.size or _object_md5(backend, info) != record.get("md5")
+            head = backend.head(key) if replaced else None
+        if head is not None:
+            assert key is not None and info is not None
+            _apply_object(txn, backend, inode, key, info, head, workdir)
+            referenced.add(key)
+            counts["released"] += 1
+            continue
+        if key and info is not None and inode.hsm_state != HsmState.DIRTY:
             inode.hsm_state = HsmState.RELEASED
             referenced.add(key)
             counts["released"] += 1
@@ -109,10 +126,20 @@ def _reconcile(txn: Txn, objects: dict[str, ObjectInfo], counts: dict[str, int])
     return referenced
 
 
+def _object_md5(backend: ObjectStore, info: ObjectInfo) -> str | None:
+    """The MD5 of a listed object: from the listing when it tells (file://, or the ETag of
+    a single-part S3 upload), else from a HEAD."""
+    if info.md5:
+        return info.md5
+    if info.etag and "-" not in info.etag:
+        return info.etag
+    head = backend.head(info.key)
+    return head.md5 if head is not None else None
+
+
 def _rebuild(txn: Txn, backend: ObjectStore, key: str, info: ObjectInfo, workdir: Path) -> None:
     """Create the file an object was migrated from, at its key's path."""
     head = backend.head(key)
-    meta = dict(head.metadata if head is not None else info.metadata)
     parent = ROOT_INO
     *dirs, name = key.split("/")
     for part in dirs:
@@ -129,22 +156,36 @@ def _rebuild(txn: Txn, backend: ObjectStore, key: str, info: ObjectInfo, workdir
     if txn.lookup(parent, name.encode()) is not None:
         log.warning("%s exists in the snapshot under another object; kept that one", key)
         return
+    inode = txn.new_inode(stat.S_IFREG | 0o644, 0, 0)
+    txn.add_entry(parent, name.encode(), inode.ino)
+    _apply_object(txn, backend, inode, key, info, head, workdir)
+
+
+def _apply_object(
+    txn: Txn,
+    backend: ObjectStore,
+    inode: Inode,
+    key: str,
+    info: ObjectInfo,
+    head: ObjectInfo | None,
+    workdir: Path,
+) -> None:
+    """Make ``inode`` the released file of its object: attributes from the object's
+    metadata, a record without block checksums, the member index of a tar."""
+    meta = dict(head.metadata if head is not None else info.metadata)
     mode = int(meta.get("hsmfs-mode", "0o100644"), 8)
-    inode = txn.new_inode(
-        mode if stat.S_ISREG(mode) else stat.S_IFREG | 0o644,
-        int(meta.get("hsmfs-uid", "0")),
-        int(meta.get("hsmfs-gid", "0")),
-    )
+    inode.mode = mode if stat.S_ISREG(mode) else stat.S_IFREG | 0o644
+    inode.uid = int(meta.get("hsmfs-uid", "0"))
+    inode.gid = int(meta.get("hsmfs-gid", "0"))
     inode.size = info.size
     inode.mtime_ns = inode.ctime_ns = int(meta.get("hsmfs-mtime-ns", int(info.mtime * 1e9)))
     inode.hsm_state = HsmState.RELEASED
     txn.put_inode(inode)
-    txn.add_entry(parent, name.encode(), inode.ino)
     md5 = head.md5 if head is not None else info.md5
     txn.set_hsm_record(
         inode.ino, {"key": key, "md5": md5, "size": info.size, "archived_at": info.mtime}
     )
-    if is_tar_name(name):
+    if is_tar_name(key.rsplit("/", 1)[-1]):
         _index_from_store(txn, backend, key, inode.ino, workdir)
 
 
