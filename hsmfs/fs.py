@@ -701,7 +701,13 @@ class HsmFs(pyfuse3.Operations):
             if self.stager is None:
                 raise fail(errno.EIO)
             stage = self.stager.start(ino)
-            fd = await trio.to_thread.run_sync(os.open, stage.part, os.O_RDWR | os.O_CLOEXEC)
+            try:
+                fd = await trio.to_thread.run_sync(os.open, stage.part, os.O_RDWR | os.O_CLOEXEC)
+            except FileNotFoundError:
+                if not stage.done:
+                    raise
+                # Staged while we waited: the part file is the cache file now.
+                fd = await trio.to_thread.run_sync(self.cache.open, ino, limiter=self.io_limiter)
         else:
             # An empty file may have no cache file yet; one with data must have its own.
             fd = await trio.to_thread.run_sync(
@@ -710,6 +716,8 @@ class HsmFs(pyfuse3.Operations):
             )
         opened = self.open_inodes.get(ino)  # another open may have won the race
         if opened is None:
+            with self.catalog.read() as txn:  # a stage may have finished during the awaits
+                node = txn.get_inode(ino) or node
             opened = OpenInode(node, fd, stage=stage)
             self.open_inodes[ino] = opened
             self.catalog.live[ino] = node
