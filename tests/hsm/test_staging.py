@@ -217,3 +217,16 @@ def test_unlink_of_archived_file_deletes_its_object(store: Store, make_mount: Mo
     wait_state(kept, "archived")
     path.unlink()
     wait_for(lambda: store.keys() == {"kept.bin"}, what="the deleted file's object to go")
+
+
+def test_open_without_read_of_released_files_stages_them(
+    store: Store, make_mount: MountFactory
+) -> None:
+    """The stage of a tiny file can finish while its open is still in progress."""
+    hsm = make_mount(store, FAST)
+    files = [archived_then_released(hsm, f"tiny{i}", i % 3) for i in range(20)]
+    for path, _ in files:
+        os.close(os.open(path, os.O_RDONLY))
+    for path, data in files:
+        wait_state(path, "archived")
+        assert cache_file(hsm, path).read_bytes() == data
