@@ -110,7 +110,8 @@ class Config(_Section):
 
 
 def mask_url(url: str) -> str:
-    """A URL with any user:password part and secret-looking query values masked."""
+    """A URL with any user:password part and secret-looking query values masked; a query
+    value that is itself a URL (endpoint=http://user:pw@host) is masked the same way."""
     parts = urlsplit(url)
     netloc = parts.netloc.rsplit("@", 1)[-1] if "@" in parts.netloc else parts.netloc
     if "@" in parts.netloc:
@@ -118,7 +119,7 @@ def mask_url(url: str) -> str:
     query = "&".join(
         f"{k}=***"
         if any(w in k.lower() for w in ("secret", "key", "token", "password"))
-        else f"{k}={v}"
+        else f"{k}={mask_url(v) if '://' in v else v}"
         for k, v in parse_qsl(parts.query, keep_blank_values=True)
     )
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
