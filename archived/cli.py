@@ -24,6 +24,7 @@ from archived.index import ArchiveIndexError, Index
 from archived.logsetup import setup_logging
 from archived.metrics import MetricsEndpoint, parse_address
 from archived.sdnotify import Notifier
+from archived.services.scheduler import Scheduler, archive_settings
 
 DEFAULT_INDEX = "/var/lib/archived/index.sqlite"
 DEFAULT_STOP_TIMEOUT = 30.0
@@ -97,23 +98,26 @@ def serve(args: argparse.Namespace) -> int:
         subscription = store.subscribe(reload)
         metrics = MetricsEndpoint(*args.metrics, index) if args.metrics else None
         server.start(metrics.timer.handlers() if metrics else ())
+        scheduler = Scheduler(index, archive_settings(store), path)  # FileCopy, Sync, deleter
+        scheduler.start()
         status = status_path(path)
         # The main thread pings the watchdog between status writes.
         interval = min(STATUS_INTERVAL, notifier.watchdog_interval or STATUS_INTERVAL)
         try:
             if metrics:
                 metrics.start(server)
-            write_status(status, server.statistics())
+            write_status(status, {**server.statistics(), "services": scheduler.statistics()})
             notifier.ready(f"AE {settings.ae_title} listening on port {server.port}")
             while not stop.wait(interval):
                 notifier.watchdog()
                 if reload_requested.is_set():  # SIGHUP (systemctl reload)
                     reload_requested.clear()
                     reload(None)
-                write_status(status, server.statistics())
+                write_status(status, {**server.statistics(), "services": scheduler.statistics()})
         finally:
             notifier.stopping("finishing running associations")
             subscription.cancel()
+            scheduler.stop()  # a run in progress finishes first
             server.stop(grace=args.stop_timeout)
             if metrics:
                 metrics.stop()

@@ -8,7 +8,11 @@ import sys
 from collections.abc import Sequence
 
 # Each module registers its sub-commands with `register(subparsers)`; one job per module.
-COMMAND_MODULES: tuple[str, ...] = ("archived.conf.commands", "archived.dicom.commands")
+COMMAND_MODULES: tuple[str, ...] = (
+    "archived.conf.commands",
+    "archived.dicom.commands",
+    "archived.services.commands",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -21,6 +21,7 @@ from rich.table import Table
 from archived.dicom.status_file import read_status, status_path
 from archived.index import ArchiveIndexError, FileStatus, Index
 from archived.index.query import find
+from archived.services.status import split_service_status
 
 EX_NOINPUT = 66
 DEFAULT_INDEX = "/var/lib/archived/index.sqlite"
@@ -142,8 +143,10 @@ def _status(args: argparse.Namespace, index: Index) -> dict[str, Any]:
     if daemon is not None and time.time() - daemon.get("written", 0) > 30:
         daemon = {**daemon, "stale": True}
     counts = index.file_status_counts()
+    daemon, lifecycle = split_service_status(index, daemon)
     return {
         "daemon": daemon or "not running (no recent status file next to the index)",
+        **lifecycle,
         "index": index.counts(),
         "files": {f"{group}/{FileStatus(status).name}": n for (group, status), n in counts.items()},
     }
