@@ -74,12 +74,26 @@ def is_tar_name(name: bytes | str | None) -> bool:
     )
 
 
-def store_index(txn: Txn, tar: int, index: TarIndex) -> None:
-    """Replace the member records of ``tar`` by those of ``index`` (one transaction)."""
+def store_index(txn: Txn, tar: int, index: TarIndex) -> set[bytes]:
+    """Replace the member records of ``tar`` by those of ``index`` (one transaction).
+
+    Ordinals continue after those of a replaced index, so a member inode the kernel still
+    knows from it never names another member (or shows its stale pages). Returns the
+    replaced index's top-level names, whose ``NAME.tar!TOP`` entries the kernel may cache.
+    """
+    old = tar_info(txn, tar)
+    replaced: set[bytes] = set()
+    first = 1
+    if old is not None:
+        paths = txn.scan_prefix(b"member_paths", u64(tar))
+        replaced = {path.split(b"/", 1)[0] for _, path in paths if path}
+        first = old.get("next_ordinal", old["members"] + 1)
+        if first + len(index) >= 1 << ORDINAL_BITS:
+            first = 1
     txn.delete_prefix(b"members", u64(tar))
     txn.delete_prefix(b"member_paths", u64(tar))
     txn.put_raw(b"member_paths", u64(tar) + _ORD.pack(0), b"")
-    for ordinal, member in enumerate(sorted(index, key=lambda m: m.path), start=1):
+    for ordinal, member in enumerate(sorted(index, key=lambda m: m.path), start=first):
         txn.put_raw(
             b"members", member_key(tar, member.path), _ORD.pack(ordinal) + encode_member(member)
         )
@@ -88,8 +102,9 @@ def store_index(txn: Txn, tar: int, index: TarIndex) -> None:
             u64(tar) + _ORD.pack(ordinal),
             member.path.encode("utf-8", "surrogateescape"),
         )
-    info = {"members": len(index), "invalid": index.invalid}
+    info = {"members": len(index), "invalid": index.invalid, "next_ordinal": first + len(index)}
     txn.put_raw(b"tars", u64(tar), json.dumps(info).encode())
+    return replaced
 
 
 def tar_info(txn: Txn, tar: int) -> dict[str, Any] | None:
@@ -147,8 +162,12 @@ class TarMembers:
         with self.catalog.write() as txn:
             if txn.get_inode(tar) is None:
                 return
-            store_index(txn, tar, index)
+            replaced = store_index(txn, tar, index)
             name = txn.path_of(tar)
+            link = txn.first_link(tar)
+        if replaced and link is not None:  # written again: drop the old index's names
+            for top in (b"", *replaced):
+                pyfuse3.invalidate_entry_async(link[0], link[1] + b"!" + top, ignore_enoent=True)
         self.counters["indexed"] += 1
         if index.invalid:
             log.error("tar %s is invalid: %s", name, index.invalid)
