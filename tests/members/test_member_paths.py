@@ -29,6 +29,7 @@ from tests.members.support import (
     tar_status,
     wait_indexed,
 )
+from tests.mounts import wait_for
 
 USTAR_LONG = "d" * 60 + "/" + "f" * 90  # 151 bytes: ustar's prefix field holds the directory
 VERY_LONG = "deep/" + "n" * 200  # one 200-byte component: GNU longname or pax path only
@@ -129,6 +130,34 @@ def test_members_appear_once_indexed_even_if_looked_up_before(
     wait_indexed(tar)
     assert sorted(os.listdir(member(tar))) == ["CF024730", "MD5SUM"]
     check_members(tar, files)
+
+
+def test_rewritten_tar_never_serves_old_or_other_members(
+    s3: Store, make_mount: MountFactory
+) -> None:
+    """A tar written again is indexed again; names the kernel still caches from the old
+    index give the new member or ENOENT, never another member's bytes or stale bytes."""
+    hsm = make_mount(s3, PREFETCH_NONE)
+    first = {"S/a": b"old a" * 100, "S/b": b"old b" * 100}
+    tar = put_tar(hsm, "again.tar", make_tar(first, with_md5sum=False))
+    for name, data in first.items():  # the kernel now caches these names and pages
+        assert read_member(member(tar, name)) == data
+    second = {"S/a": b"new a" * 70, "S/aa": b"inserted" * 90, "S/b": b"new b" * 80}
+    old_status = tar_status(tar)
+    tar.write_bytes(make_tar(second, with_md5sum=False))
+    wait_for(lambda: tar_status(tar) != old_status, what="the new index")
+
+    def new_bytes(name: str) -> bool:
+        try:
+            data = read_member(member(tar, name))
+        except FileNotFoundError:
+            return False  # a name the kernel still has from the old index, until dropped
+        assert data == second[name], name  # never another member's or stale bytes
+        return True
+
+    for name in second:
+        wait_for(lambda n=name: new_bytes(n), what=f"member {name} of the new index")
+    assert sorted(os.listdir(member(tar, "S"))) == ["a", "aa", "b"]
 
 
 def test_member_inodes_are_stable_across_remount(s3: Store, make_mount: MountFactory) -> None:
