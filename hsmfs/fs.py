@@ -196,10 +196,22 @@ class HsmFs(pyfuse3.Operations):
         if deleted is None:
             return
         ino, key = deleted
-        self.cache.remove(ino)
+        if self.spawn is not None:
+            # Off the trio thread, so a slow cache disk stalls no other request. Inode
+            # numbers are never reused, and recovery removes what a crash left behind.
+            self.spawn(self._remove_cache_file, ino)
+        else:
+            self.cache.remove(ino)
         self.data_versions.pop(ino, None)
         if key is not None and self.delete_object is not None:
             self.delete_object(key)
+
+    async def _remove_cache_file(self, ino: int) -> None:
+        try:
+            with trio.CancelScope(shield=True):  # an unmount waits for it: no leftovers
+                await trio.to_thread.run_sync(self.cache.remove, ino, limiter=self.io_limiter)
+        except OSError as exc:
+            log.error("cannot remove the cache file of deleted inode %d: %s", ino, exc)
 
     def _new_owner(self, parent: Inode, mode: int, ctx: pyfuse3.RequestContext) -> tuple[int, int]:
         """(mode, gid) for a new inode, honouring a set-group-ID parent directory."""
@@ -835,7 +847,8 @@ class HsmFs(pyfuse3.Operations):
         if opened.handles == 0:
             del self.open_inodes[ino]
             self.catalog.live.pop(ino, None)
-            os.close(opened.fd)
+            # A close can wait for the disk (a flush, freeing an unlinked file's blocks).
+            await trio.to_thread.run_sync(os.close, opened.fd, limiter=self.io_limiter)
             self._reap_if_unlinked(ino)
 
     # -- extended attributes ------------------------------------------------------------
