@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from hsmfs.control import request
 from tests.mounts import HsmMount, wait_for
 
 CHUNK = 64 * 1024
@@ -172,6 +173,11 @@ def threads_waiting_for_fuse(pid: int) -> int:
     return count
 
 
+def open_files(hsm: HsmMount) -> int:
+    reply = next(request(str(hsm.state / "control.sock"), {"cmd": "status"}))
+    return int(reply["fs"]["open_files"])
+
+
 @pytest.fixture
 def stacked(tmp_path: Path) -> Iterator[tuple[HsmMount, HsmMount]]:
     """(upper, lower): the upper mount keeps its cache directory on the lower mount."""
@@ -280,3 +286,34 @@ def test_a_create_stuck_on_the_cache_does_not_stall_the_others(
     stuck.join(60)
     assert not stuck.is_alive()
     assert (mnt / "new").read_bytes() == b"created"
+
+
+def test_an_unlink_stuck_on_the_cache_does_not_stall_the_others(
+    stacked: tuple[HsmMount, HsmMount],
+) -> None:
+    upper, lower = stacked
+    mnt = upper.mnt
+    (mnt / "d").mkdir()
+    (mnt / "victim").write_bytes(b"data")
+    assert upper.proc is not None and lower.proc is not None
+    # The kernel releases a closed file asynchronously: let that happen before the stop.
+    wait_for(lambda: open_files(upper) == 0, what="the victim's release")
+    lower.proc.send_signal(signal.SIGSTOP)
+    stuck = threading.Thread(target=os.unlink, args=(mnt / "victim",))
+    stuck.start()
+    try:
+        stuck.join(5)  # the unlink answers; removing the data may wait for the cache
+
+        def other_requests() -> None:
+            for i in range(10):
+                os.mkdir(mnt / "d" / f"sub{i}")
+            assert len(os.listdir(mnt / "d")) == 10
+
+        run_bounded(other_requests, 30, "requests next to the stuck data removal")
+    finally:
+        lower.proc.send_signal(signal.SIGCONT)
+    stuck.join(60)
+    assert not stuck.is_alive()
+    assert not (mnt / "victim").exists()
+    wait_for(lambda: not any(p.is_file() for p in (lower.mnt / "cache" / "data").rglob("*")),
+             what="the data of the unlinked file to be removed")  # fmt: skip
