@@ -24,12 +24,23 @@ from tests.hsm.support import (
 from tests.mounts import HsmMount, wait_for
 
 
+def drop_kernel_cache(path: Path) -> None:
+    """Forget the kernel's cached pages of a resident file, so that reads after a release
+    reach the daemon (opens keep the page cache: keep_cache)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
 def archived_then_released(hsm: HsmMount, name: str, size: int) -> tuple[Path, bytes]:
     path = hsm.mnt / name
     path.parent.mkdir(parents=True, exist_ok=True)
     data = os.urandom(size)
     path.write_bytes(data)
     wait_state(path, "archived")
+    drop_kernel_cache(path)
     os.setxattr(path, "user.hsm.action", b"release")
     assert hsm_state(path) == "released"
     assert not cache_file(hsm, path).exists()
