@@ -170,6 +170,9 @@ DAMAGED = {
     "nul-in-pax-path": raw_tar(
         raw_pax_member(pax_record("path", b"ok\0/../../evil")), raw_member(b"p", b"x")
     ),
+    "over-long-name": raw_tar(
+        raw_pax_member(pax_record("path", b"dir/" + b"n" * 256)), raw_member(b"p", b"x")
+    ),
     "huge-pax-record": raw_tar(raw_pax_member(b"99999999999 path=x\n"), raw_member(b"p", b"x")),
     "empty": b"",
 }

@@ -16,7 +16,7 @@ import pytest
 
 from hsmfs.tarindex import TarMember, index_tar
 from tests.hsm.conftest import MountFactory
-from tests.hsm.support import Store, cache_file, hsm_state, wait_state
+from tests.hsm.support import Store, cache_file, hsm_state, hsmctl, wait_state
 from tests.members.support import (
     PREFETCH_NONE,
     PREFETCH_WHOLE,
@@ -128,6 +128,23 @@ def test_reading_every_member_of_a_released_tar_in_order(
     for name, content in files.items():
         assert read_member(member(tar, name)) == content, name
     wait_state(tar, "archived")
+
+
+def test_a_tar_with_an_open_member_is_not_released(s3: Store, make_mount: MountFactory) -> None:
+    files = series(3, 100 * KiB)
+    hsm = make_mount(s3, PREFETCH_NONE)
+    tar = put_tar(hsm, "2011/8/open.tar", make_tar(files))
+    wait_state(tar, "archived")
+    name = "CF024730/00000002"
+    with open(member(tar, name), "rb") as reader:
+        result = hsmctl("release", tar)
+        assert result.returncode == 1
+        assert f"{tar}: not released: it is open" in result.stdout
+        assert hsm_state(tar) == "archived" and cache_file(hsm, tar).exists()
+        assert reader.read() == files[name]
+    # Closed (the kernel's release of the handle follows close() asynchronously): now it may go.
+    wait_for(lambda: hsmctl("release", tar).returncode == 0, what="release after close")
+    assert hsm_state(tar) == "released"
 
 
 def _in_open(pid: int) -> bool:
