@@ -98,10 +98,10 @@ class S3Server(ThreadedMotoServer):
         if not self._running:
             return
         self._running = False
-        self._hold_after = None
-        self._serving.set()  # release stalled requests so their threads end
         for conn in list(self._connections):  # cut transfers now, not after shutdown
             self._cut(conn)
+        self._hold_after = None
+        self._serving.set()  # release held requests (into cut connections) so they end
         super().stop()
         if self._server is not None:
             self._server.server_close()

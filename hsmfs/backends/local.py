@@ -110,6 +110,15 @@ class LocalStore(ObjectStore):
 
     # --- writing ------------------------------------------------------------------------
 
+    def _make_tmp_dir(self) -> None:
+        try:
+            self.tmp_dir.mkdir(exist_ok=True)
+        except FileNotFoundError:
+            raise PermanentFailure(
+                f"{self.root}: object store directory does not exist; create it or fix the "
+                "backend URL"
+            ) from None
+
     def _remove_stale_temporaries(self) -> None:
         now = time.time()
         with contextlib.suppress(FileNotFoundError):
@@ -130,7 +139,7 @@ class LocalStore(ObjectStore):
         final = self._path(key)
         what = f"{self.describe()}/{key}"
         with self._errors(what):
-            self.tmp_dir.mkdir(exist_ok=True)
+            self._make_tmp_dir()
             fd, tmp_name = tempfile.mkstemp(dir=self.tmp_dir, prefix="upload-")
             try:
                 md5 = hashlib.md5()
@@ -229,12 +238,7 @@ class LocalStore(ObjectStore):
     @retry
     def ping(self) -> None:
         with self._errors(str(self.root)):
-            if not self.root.is_dir():
-                raise PermanentFailure(
-                    f"{self.root}: object store directory does not exist; create it or fix "
-                    "the backend URL"
-                )
-            self.tmp_dir.mkdir(exist_ok=True)
+            self._make_tmp_dir()
             fd, tmp_name = tempfile.mkstemp(dir=self.tmp_dir, prefix="ping-")
             try:
                 os.setxattr(fd, XATTR, b"{}")

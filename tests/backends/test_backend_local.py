@@ -110,6 +110,8 @@ def test_missing_directory_says_what_to_do(tmp_path: Path) -> None:
     store = open_backend((tmp_path / "absent").as_uri())
     with pytest.raises(PermanentFailure, match=r"absent.*does not exist; create it"):
         store.ping()
+    with pytest.raises(PermanentFailure, match=r"absent.*does not exist; create it"):
+        store.put_bytes("obj", b"x")
 
 
 def test_missing_source_file_names_it(local: LocalStore, tmp_path: Path) -> None:

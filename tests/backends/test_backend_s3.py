@@ -284,11 +284,11 @@ def test_download_rides_out_a_restart(s3_bucket: S3Bucket, tmp_path: Path) -> No
     starts = sorted(
         int((r.range or "").split("=")[1].split("-")[0]) for r in s3_bucket.server.requests("GET")
     )
-    # The first range had delivered its first MiB when the connection was cut: it went on
-    # from there instead of starting over. The second went on from at most that far.
-    assert starts[0] == 0 and 0 < starts[1] <= MiB
-    assert all(32 * MiB <= start <= 33 * MiB for start in starts[2:])
-    assert len(starts) == 4 or (len(starts) == 3 and starts[2] == 32 * MiB)
+    # Range 0 had delivered (at most) its first MiB when the connection was cut: it went
+    # on from there, never from 0 again. Range 1 likewise from at most its first MiB.
+    assert starts.count(0) == 1
+    assert any(0 < start <= MiB for start in starts), starts
+    assert all(start <= MiB or 32 * MiB <= start <= 33 * MiB for start in starts), starts
 
 
 def test_list_pages_through_many_keys(s3_bucket: S3Bucket) -> None:
