@@ -363,10 +363,17 @@ class TarMembers:
         stage = stager.stages.get(tar) if stager is not None else None
         if stage is not None and stage.error is None and not stage.done:
             if member.data_offset + member.size <= stage.received + PREFETCH_WINDOW:
+                try:
+                    handle.fd = await trio.to_thread.run_sync(
+                        os.open, stage.part, os.O_RDONLY | os.O_CLOEXEC
+                    )
+                except FileNotFoundError:  # the stage ended meanwhile: renamed, or failed
+                    with self.catalog.read() as txn:
+                        state = HsmState(self._tar_inode(txn, tar).hsm_state)
+                    if state == HsmState.LOST:
+                        raise pyfuse3.FUSEError(errno.EIO) from None
+                    return await self._attach_data(handle, ordinal, state, key)
                 handle.stage = stage
-                handle.fd = await trio.to_thread.run_sync(
-                    os.open, stage.part, os.O_RDONLY | os.O_CLOEXEC
-                )
                 return
         elif state != HsmState.RELEASED:
             handle.fd = await trio.to_thread.run_sync(
