@@ -119,3 +119,28 @@ def test_watermark_release_least_recently_used_first(
     finally:
         os.close(held_fd)
     assert status(hsm)["migration"]["released"] == needed
+
+
+def test_release_after_age_releases_idle_files_only(
+    tmp_path: Path, make_mount: MountFactory
+) -> None:
+    hsm = make_mount(file_store(tmp_path), policy('"100%"', '"100%"') + "release_after = 1\n")
+    idle, held, pinned = hsm.mnt / "idle", hsm.mnt / "held", hsm.mnt / "pinned"
+    # idle is used last: once it is old enough to go, the others are older still
+    write(held)
+    fd = os.open(held, os.O_RDONLY)
+    try:
+        with open(pinned, "wb") as f:  # pinned before it can be archived, let alone released
+            os.setxattr(pinned, "user.hsm.flags", b"norelease")
+            f.write(os.urandom(FILE_SIZE))
+        write(idle)
+        wait_state(idle, "released")
+        wait_state(pinned, "archived")
+        wait_for(lambda: status(hsm)["migration"]["released"] >= 1, what="the release count")
+        assert hsm_state(held) == "archived"  # older than release_after, but open
+        assert hsm_state(pinned) == "archived"
+    finally:
+        os.close(fd)
+    wait_state(held, "released")
+    assert hsm_state(pinned) == "archived"
+    assert len(idle.read_bytes()) == FILE_SIZE
