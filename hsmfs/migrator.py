@@ -24,7 +24,7 @@ from .backends import ObjectStore, TemporaryFailure
 from .cache import CacheDir
 from .catalog import Catalog, HsmFlag, HsmState, Inode, now_ns
 from .config import Config, parse_size
-from .stager import block_crcs
+from .stager import file_checksums
 
 log = logging.getLogger(__name__)
 
@@ -163,8 +163,8 @@ class Migrator:
             await trio.to_thread.run_sync(self.backend.delete, old_key, limiter=self.limiter)
 
     def _upload_file(self, key: str, source: Path, metadata: dict[str, str]) -> UploadResult:
-        crcs = block_crcs(source)
-        info = self.backend.upload(key, source, metadata=metadata)
+        crcs, md5 = file_checksums(source)  # the store checks the MD5 rather than recompute it
+        info = self.backend.upload(key, source, md5=md5, metadata=metadata)
         assert info.md5 is not None
         return UploadResult(info.md5, crcs)
 

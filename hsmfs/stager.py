@@ -11,6 +11,7 @@ mismatch marks the file ``lost``; every waiting read fails with EIO, never wrong
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
 import os
 import threading
@@ -33,13 +34,15 @@ log = logging.getLogger(__name__)
 BLOCK_SIZE = 1 << 20  # CRC32 granularity: one verified block is the unit served early
 
 
-def block_crcs(path: Path) -> list[int]:
-    """CRC32 of every BLOCK_SIZE block of a file (computed at migration)."""
+def file_checksums(path: Path) -> tuple[list[int], str]:
+    """CRC32 of every BLOCK_SIZE block of a file and its MD5, in one pass (at migration)."""
     crcs = []
+    md5 = hashlib.md5()
     with open(path, "rb", buffering=0) as f:
         while block := f.read(BLOCK_SIZE):
             crcs.append(zlib.crc32(block))
-    return crcs
+            md5.update(block)
+    return crcs, md5.hexdigest()
 
 
 @dataclass
