@@ -1,6 +1,6 @@
 """hsmfs's HSM vs raw boto3 on the same moto S3 endpoint, measured side by side.
 
-    python tests/bench/bench_hsm.py [--size-mib 256] [--rounds 3]
+    python tests/bench/bench_hsm.py [--size-mib 256] [--rounds 5] [--ttfb-mib 16]
 
 Prints, for one file of --size-mib MiB on a real hsmfs mount:
 - migration throughput (archive of a dirty file: block CRCs, MD5, upload, HEAD check)
@@ -137,7 +137,7 @@ def first_bytes_raw(client: object, key: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=256)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--ttfb-mib", type=int, default=16)
     args = parser.parse_args()
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
