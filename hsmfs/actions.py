@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from .mount import MountOptions
 
 POLL = 0.1
+LOST = "it is lost: the object store has no valid copy (see the daemon's log)"
 
 
 class Actions:
@@ -98,10 +99,14 @@ class Actions:
                 continue
             while (state := self._state(ino)) == HsmState.DIRTY and ino not in migrator.failures:
                 await trio.sleep(POLL)
+            error = None
             if state == HsmState.DIRTY:
-                failed += 1
+                error = migrator.last_error or "not archived"
+            elif state == HsmState.LOST:
+                error = LOST
+            failed += error is not None
             yield {"ino": ino, "state": state.name.lower() if state else "not a file",
-                   "error": migrator.last_error if state == HsmState.DIRTY else None}  # fmt: skip
+                   "error": error}  # fmt: skip
         yield {"ok": failed == 0, "error": f"{failed} file(s) not archived" if failed else None}
 
     async def release(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -128,10 +133,13 @@ class Actions:
             if stage is not None:
                 while not stage.done and stage.error is None:
                     await trio.sleep(POLL)
-                failed += stage.error is not None
             state = self._state(ino)
+            error = stage.error if stage is not None else None
+            if error is None and state == HsmState.LOST:
+                error = LOST
+            failed += error is not None
             yield {"ino": ino, "state": state.name.lower() if state else "not a file",
-                   "error": stage.error if stage is not None else None}  # fmt: skip
+                   "error": error}  # fmt: skip
         yield {"ok": failed == 0, "error": f"{failed} file(s) not staged" if failed else None}
 
 
