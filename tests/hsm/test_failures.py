@@ -4,6 +4,7 @@ that is down delays uploads and fails stages with EIO, and both recover when it 
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ from tests.hsm.support import (
     FAST,
     MiB,
     Store,
+    hsm_attr,
     hsm_state,
     hsmctl,
     part_files,
@@ -80,6 +82,10 @@ def test_damaged_object_makes_the_file_lost_and_reads_fail_with_eio(
     assert result.returncode == 1
     assert f"{path}: not released: it is lost" in result.stdout
     assert status(hsm)["staging"]["stages_failed"] == 1
+    for action in ("stage", "archive"):  # neither can help a lost file: say so
+        result = hsmctl(action, path)
+        assert result.returncode == 1, action
+        assert f"{path}: lost: it is lost" in result.stdout, action
 
 
 def test_missing_object_makes_the_file_lost(store: Store, make_mount: MountFactory) -> None:
@@ -135,3 +141,25 @@ def test_endpoint_down_then_back(s3: Store, make_mount: MountFactory) -> None:
     up = status(hsm)
     assert up["backend"]["reachable"] is True
     assert up["migration"]["dirty_files"] == 0
+
+
+def test_write_during_upload_is_migrated_again(s3: Store, make_mount: MountFactory) -> None:
+    hsm = make_mount(s3, FAST + "retry_min = 0.2\nretry_max = 1\n")
+    server = s3.bucket.server  # type: ignore[union-attr]
+    path = hsm.mnt / "moving.bin"
+    first, second = os.urandom(2 * MiB), os.urandom(2 * MiB)
+    server.stall()  # the upload of the first version starts and hangs
+    path.write_bytes(first)
+    wait_for(
+        lambda: server.count("PUT", path=f"/{s3.bucket_name}/archive/moving.bin"),
+        what="the upload to start",
+    )
+    with open(path, "r+b") as f:
+        f.write(second)
+    server.resume()
+    wait_for(
+        lambda: hsm_state(path) == "archived" and s3.get("moving.bin") == second,
+        what="the second version to be archived",
+    )
+    assert hsm_attr(path, "md5") == hashlib.md5(second).hexdigest()
+    assert path.read_bytes() == second
