@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 class UploadResult:
     md5: str
     crcs: list[int]
+    etag: str | None
 
 
 class ReleaseRefused(Exception):
@@ -152,6 +153,7 @@ class Migrator:
                     "size": current.size,
                     "archived_at": time.time(),
                     "crcs": result.crcs,
+                    "etag": result.etag,
                 },
             )
             txn.dequeue(ino)
@@ -166,7 +168,7 @@ class Migrator:
         crcs, md5 = file_checksums(source)  # the store checks the MD5 rather than recompute it
         info = self.backend.upload(key, source, md5=md5, metadata=metadata)
         assert info.md5 is not None
-        return UploadResult(info.md5, crcs)
+        return UploadResult(info.md5, crcs, info.etag)
 
     def _upload_failed(self, ino: int, key: str, exc: Exception) -> None:
         attempt = self.failures.get(ino, 0) + 1

@@ -25,7 +25,7 @@ from typing import Any
 import pyfuse3
 import trio
 
-from .backends import ChecksumMismatch, NoSuchObject, ObjectStore
+from .backends import ChecksumMismatch, NoSuchObject, ObjectInfo, ObjectStore
 from .cache import CacheDir
 from .catalog import Catalog, HsmState
 
@@ -57,6 +57,7 @@ class Stage:
     verified: int = 0  # contiguous bytes checked against their block CRC
     done: bool = False
     error: str | None = None
+    known: ObjectInfo | None = None  # from the migration: lets the store skip a HEAD
     _changed: trio.Event = field(default_factory=trio.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -142,6 +143,9 @@ class Stager:
         part.unlink(missing_ok=True)
         part.touch(mode=0o600)
         stage = Stage(ino, record["key"], inode.size, part, list(record.get("crcs", [])))
+        if record.get("etag"):
+            stage.known = ObjectInfo(record["key"], inode.size, record.get("md5"), 0.0,
+                                     etag=record["etag"])  # fmt: skip
         self.stages[ino] = stage
         self.nursery.start_soon(self._run, stage)
         return stage
@@ -168,7 +172,8 @@ class Stager:
                     stage.check_blocks(fd)
                 trio.from_thread.run_sync(stage.notify, trio_token=token)
 
-            self.backend.download(stage.key, stage.part, progress=progress)  # checks the MD5
+            # download() checks the MD5
+            self.backend.download(stage.key, stage.part, progress=progress, known=stage.known)
             with stage._lock:
                 stage.received = max(stage.received, os.fstat(fd).st_size)
                 stage.check_blocks(fd)

@@ -79,6 +79,10 @@ class ChecksumMismatch(ObjectStoreError):
     exit_code = 65  # EX_DATAERR
 
 
+class ObjectChanged(ChecksumMismatch):
+    """The object is no longer the one expected (its ETag changed): not the copy we stored."""
+
+
 class UploadNotVerified(ChecksumMismatch):
     """After an upload the store does not confirm the size and checksum of the local file."""
 
@@ -373,6 +377,7 @@ class ObjectStore(ABC):
         *,
         start: int = 0,
         progress: ProgressCallback | None = None,
+        known: ObjectInfo | None = None,
     ) -> ObjectInfo:
         """Fetch `key` into `local_path`, keeping its first `start` bytes (a resumed stage).
 
@@ -381,6 +386,9 @@ class ObjectStore(ABC):
         (called from the calling thread). A `start` beyond the local file's length is
         lowered to it; beyond the object's size, the download starts over. Failures
         writing `local_path` (ENOSPC, say) surface as OSError, not as store errors.
+        `known`: what the caller already knows of the object (size, md5, etag from the
+        upload); an S3 store then skips its HEAD request, which shortens the time to the
+        first byte, and If-Match on the etag still refuses a different object.
         The whole file is verified against the object's MD5 (ChecksumMismatch otherwise,
         with the file left as it is for the caller to discard).
         """

@@ -283,6 +283,7 @@ class LocalStore(ObjectStore):
         *,
         start: int = 0,
         progress: ProgressCallback | None = None,
+        known: ObjectInfo | None = None,
     ) -> ObjectInfo:
         # Errors of the object are the store's; errors of local_path (the caller's cache
         # file, ENOSPC say) stay OSError for the caller to handle.

@@ -42,6 +42,7 @@ from .common import (
     AccessDenied,
     EmptyReader,
     NoSuchObject,
+    ObjectChanged,
     ObjectInfo,
     ObjectReader,
     ObjectStore,
@@ -172,7 +173,7 @@ class S3Store(ObjectStore):
                     "(environment, profile or credentials file) and the bucket policy"
                 )
             if code == "PreconditionFailed":
-                return ObjectStoreError(
+                return ObjectChanged(
                     f"{what}: the object was replaced while it was being read (ETag changed); "
                     "read it again"
                 )
@@ -446,8 +447,9 @@ class S3Store(ObjectStore):
         *,
         start: int = 0,
         progress: ProgressCallback | None = None,
+        known: ObjectInfo | None = None,
     ) -> ObjectInfo:
-        info = self.head(key)
+        info = known if known is not None and known.etag else self.head(key)
         if info is None:
             raise NoSuchObject(f"{self._name(key)}: no such object")
         md5 = hashlib.md5()

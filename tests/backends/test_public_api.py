@@ -20,7 +20,7 @@ def test_every_public_class_and_function_is_exported() -> None:
 def test_exceptions_form_one_hierarchy_with_exit_codes() -> None:
     exported = [getattr(backends, name) for name in backends.__all__]
     errors = [e for e in exported if isinstance(e, type) and issubclass(e, Exception)]
-    assert len(errors) == 8
+    assert len(errors) == 9
     for error in errors:
         assert issubclass(error, backends.ObjectStoreError)
         assert isinstance(error.exit_code, int) and 64 <= error.exit_code <= 78
