@@ -685,6 +685,10 @@ class HsmFs(pyfuse3.Operations):
             raise fail(errno.EIO)
         writable = (flags & os.O_ACCMODE) != os.O_RDONLY
         opened = self.open_inodes.get(ino)
+        truncating = writable and flags & os.O_TRUNC
+        if truncating and opened is None and node.hsm_state == HsmState.RELEASED:
+            await self._truncate(ino, 0)  # none of the old data is wanted: no stage
+            node = self._inode(ino)
         if opened is None or (opened.stage is not None and opened.stage.error is not None):
             opened = await self._open_data(ino, node)
         opened.handles += 1
