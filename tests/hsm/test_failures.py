@@ -101,6 +101,7 @@ def test_endpoint_down_then_back(s3: Store, make_mount: MountFactory) -> None:
     hsm = make_mount(s3, OUTAGE)
     server = s3.bucket.server  # type: ignore[union-attr]
     released, released_data = archived_then_released(hsm, "old.bin", 2 * MiB)
+    archived_then_released_before_outage = archived_then_released(hsm, "replace.bin", MiB)
 
     server.stop()
     new_files = {f"new{i}.bin": os.urandom(100_000 * (i + 1)) for i in range(3)}
@@ -109,6 +110,11 @@ def test_endpoint_down_then_back(s3: Store, make_mount: MountFactory) -> None:
     for name, data in new_files.items():
         assert (hsm.mnt / name).read_bytes() == data
         assert hsm_state(hsm.mnt / name) == "dirty"
+
+    overwritten, _ = archived_then_released_before_outage
+    with open(overwritten, "wb") as f:  # replacing a released file needs no stage
+        f.write(b"replaced")
+    assert hsm_state(overwritten) == "dirty"
 
     started = time.monotonic()
     assert_eio(released.read_bytes)
@@ -123,8 +129,8 @@ def test_endpoint_down_then_back(s3: Store, make_mount: MountFactory) -> None:
     down = status(hsm)
     assert down["backend"]["reachable"] is False
     assert down["backend"]["error"]
-    assert down["migration"]["dirty_files"] == len(new_files)
-    assert down["migration"]["dirty_bytes"] == sum(map(len, new_files.values()))
+    assert down["migration"]["dirty_files"] == len(new_files) + 1
+    assert down["migration"]["dirty_bytes"] == sum(map(len, new_files.values())) + len(b"replaced")
     assert down["migration"]["upload_errors"] >= 1
     assert any(name in down["migration"]["last_upload_error"] for name in new_files)
     text = hsmctl("status", hsm.mnt)
@@ -136,6 +142,8 @@ def test_endpoint_down_then_back(s3: Store, make_mount: MountFactory) -> None:
         wait_state(hsm.mnt / name, "archived", timeout=120)
     for name, data in new_files.items():
         assert s3.get(name) == data
+    wait_state(overwritten, "archived")
+    assert s3.get("replace.bin") == b"replaced"
     assert released.read_bytes() == released_data
     assert hsm_state(released) == "archived"
     up = status(hsm)

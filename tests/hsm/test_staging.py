@@ -184,6 +184,15 @@ def test_truncating_a_released_file_to_zero_needs_no_stage(
     assert server.count("GET") == 0
     assert s3.get("t.bin") == b"new"
 
+    overwritten, _ = archived_then_released(hsm, "o.bin", 2 * MiB)
+    server.clear()
+    with open(overwritten, "wb") as f:  # open(O_TRUNC): the old data is not needed either
+        assert hsm_state(overwritten) == "dirty"
+        f.write(b"newer")
+    wait_state(overwritten, "archived")
+    assert server.count("GET") == 0
+    assert s3.get("o.bin") == b"newer"
+
 
 def test_rename_then_remigration_deletes_old_key_after_new_one_exists(
     store: Store, make_mount: MountFactory
