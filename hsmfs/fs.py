@@ -26,6 +26,7 @@ from .catalog import NAME_MAX, ROOT_INO, Catalog, HsmFlag, HsmState, Inode, Txn,
 from .config import Config
 from .members import TarMembers, is_member, is_tar_name, split_ino
 from .migrator import ReleaseRefused
+from .stager import RunningChecksums
 
 if TYPE_CHECKING:
     from .migrator import Migrator
@@ -77,6 +78,7 @@ class OpenInode:
     handles: int = 0
     writers: int = 0
     stage: Stage | None = None  # set while the data is being staged back
+    sums: RunningChecksums | None = None  # while the file is written front to back
 
 
 @dataclass
@@ -120,6 +122,9 @@ class HsmFs(pyfuse3.Operations):
         self.delete_object: Any = None  # callable(key): remove a deleted file's copy
         self.data_versions: dict[int, int] = {}
         self.last_open: dict[int, int] = {}  # ino -> ns; since mount, for the release order
+        # ino -> (data version, block CRCs, MD5) of files hashed while written; in memory
+        # only: after a restart migration computes them again
+        self.written_checksums: dict[int, tuple[int, list[int], str]] = {}
         self.members = TarMembers(self)
         self.spawn: Callable[..., None] | None = None  # starts a background task (the mount's)
         self.counters: dict[str, int] = {
@@ -349,6 +354,7 @@ class HsmFs(pyfuse3.Operations):
         if opened is not None:
             await self._wait_staged(opened, node.size)
             await trio.to_thread.run_sync(os.ftruncate, opened.fd, size, limiter=self.io_limiter)
+            opened.sums = RunningChecksums() if size == 0 else None
         elif node.hsm_state == HsmState.RELEASED and size == 0:
             await trio.to_thread.run_sync(self.cache.create_empty, ino, limiter=self.io_limiter)
         elif node.hsm_state == HsmState.RELEASED:
@@ -375,6 +381,18 @@ class HsmFs(pyfuse3.Operations):
         self.data_versions[inode.ino] = self.data_versions.get(inode.ino, 0) + 1
         if inode.is_reg and inode.hsm_state != HsmState.LOST:
             inode.hsm_state = HsmState.DIRTY
+
+    def _keep_checksums(self, opened: OpenInode) -> None:
+        """Hand the checksums computed while writing to the migrator (valid for this data
+        version of this daemon run only)."""
+        sums, ino = opened.sums, opened.inode.ino
+        usable = sums is not None and not sums.invalid and sums.length == opened.inode.size
+        if usable:
+            assert sums is not None
+            crcs, md5 = sums.result()
+            self.written_checksums[ino] = (self.data_versions.get(ino, 0), crcs, md5)
+        else:
+            self.written_checksums.pop(ino, None)
 
     def is_open(self, ino: int, *, writers: bool) -> bool:
         if not writers and ino in self.members.open_tars:
@@ -692,6 +710,8 @@ class HsmFs(pyfuse3.Operations):
         if opened is None or (opened.stage is not None and opened.stage.error is not None):
             opened = await self._open_data(ino, node)
         opened.handles += 1
+        if writable and opened.writers == 0 and opened.inode.size == 0:
+            opened.sums = RunningChecksums()  # a new or emptied file: hash it as it is written
         fh = self._next_fh
         self._next_fh += 1
         self.handles[fh] = Handle(ino, writable)
@@ -792,9 +812,17 @@ class HsmFs(pyfuse3.Operations):
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         handle = self.handles[fh]
         opened = self.open_inodes[handle.ino]
-        written = await trio.to_thread.run_sync(
-            os.pwrite, opened.fd, buf, off, limiter=self.io_limiter
-        )
+        sums = opened.sums
+        if sums is not None and off == sums.next_offset and not sums.invalid:
+            sums.next_offset = off + len(buf)
+            written = await trio.to_thread.run_sync(
+                sums.write, opened.fd, buf, off, limiter=self.io_limiter
+            )
+        else:
+            opened.sums = None
+            written = await trio.to_thread.run_sync(
+                os.pwrite, opened.fd, buf, off, limiter=self.io_limiter
+            )
         inode = opened.inode
         inode.size = max(inode.size, off + written)
         inode.touch()
@@ -843,6 +871,7 @@ class HsmFs(pyfuse3.Operations):
                 if last_writer:
                     txn.remove_from(b"open_writes", ino)
             if last_writer and opened.inode.hsm_state == HsmState.DIRTY and self.migrator:
+                self._keep_checksums(opened)
                 self.migrator.schedule(ino)
             if last_writer and self.spawn is not None:
                 with self.catalog.read() as txn:

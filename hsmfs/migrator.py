@@ -51,6 +51,7 @@ class Migrator:
         is_open: Any,
         data_version: Any,
         last_open: dict[int, int] | None = None,
+        written_checksums: dict[int, tuple[int, list[int], str]] | None = None,
     ) -> None:
         self.catalog = catalog
         self.cache = cache
@@ -60,6 +61,7 @@ class Migrator:
         self.is_open = is_open  # ino -> bool: open for writing (or at all, for release)
         self.data_version = data_version  # ino -> int: bumped by every change of data
         self.last_open = last_open if last_open is not None else {}
+        self.written_checksums = written_checksums if written_checksums is not None else {}
         self.uploading: dict[int, str] = {}
         self.failures: dict[int, int] = {}  # consecutive failed uploads per inode
         self.counters = {"migrated": 0, "migrated_bytes": 0, "released": 0, "upload_errors": 0}
@@ -127,9 +129,11 @@ class Migrator:
             "hsmfs-mtime-ns": str(inode.mtime_ns),
         }
         source = self.cache.path(ino)
+        known = self.written_checksums.get(ino)
+        sums = known[1:] if known is not None and known[0] == version else None
         try:
             result = await trio.to_thread.run_sync(
-                self._upload_file, key, source, metadata, limiter=self.limiter
+                self._upload_file, key, source, metadata, sums, limiter=self.limiter
             )
         except Exception as exc:
             self._upload_failed(ino, key, exc)
@@ -157,6 +161,7 @@ class Migrator:
                 },
             )
             txn.dequeue(ino)
+        self.written_checksums.pop(ino, None)
         self.counters["migrated"] += 1
         self.counters["migrated_bytes"] += inode.size
         log.info("archived %s (%d bytes, md5 %s)", key, inode.size, result.md5)
@@ -164,8 +169,12 @@ class Migrator:
         if old_key and old_key != key:  # the superseded copy goes only now it is replaced
             await trio.to_thread.run_sync(self.backend.delete, old_key, limiter=self.limiter)
 
-    def _upload_file(self, key: str, source: Path, metadata: dict[str, str]) -> UploadResult:
-        crcs, md5 = file_checksums(source)  # the store checks the MD5 rather than recompute it
+    def _upload_file(
+        self, key: str, source: Path, metadata: dict[str, str], sums: tuple[list[int], str] | None
+    ) -> UploadResult:
+        # Checksums kept while the file was written spare a read of it before the upload;
+        # the store still checks the MD5 against what it received.
+        crcs, md5 = sums if sums is not None else file_checksums(source)
         info = self.backend.upload(key, source, md5=md5, metadata=metadata)
         assert info.md5 is not None
         return UploadResult(info.md5, crcs, info.etag)

@@ -239,6 +239,7 @@ class Daemon:
             fs.migrator = Migrator(
                 fs.catalog, fs.cache, backend, self.config, limiter,
                 fs.is_open, lambda ino: fs.data_versions.get(ino, 0), fs.last_open,
+                fs.written_checksums,
             )  # fmt: skip
             fs.delete_object = lambda key: nursery.start_soon(self._delete_object, key, limiter)
             fs.members.backend = backend

@@ -45,6 +45,48 @@ def file_checksums(path: Path) -> tuple[list[int], str]:
     return crcs, md5.hexdigest()
 
 
+class RunningChecksums:
+    """The block CRCs and MD5 of a file written front to back, kept while it is written,
+    so that migration need not read the file once more before uploading it.
+
+    ``write`` runs in worker threads; a write that does not continue exactly where the
+    last one ended (random access, or two writes finishing out of order) makes the sums
+    ``invalid`` and migration falls back to ``file_checksums``.
+    """
+
+    def __init__(self) -> None:
+        self.md5 = hashlib.md5()
+        self.crcs: list[int] = []
+        self.crc = 0
+        self.in_block = 0
+        self.length = 0
+        self.next_offset = 0  # where the next write must start, as dispatched
+        self.invalid = False
+        self._lock = threading.Lock()
+
+    def write(self, fd: int, data: bytes, offset: int) -> int:
+        written = os.pwrite(fd, data, offset)
+        with self._lock:
+            if self.invalid or offset != self.length or written != len(data):
+                self.invalid = True
+                return written
+            self.md5.update(data)
+            view = memoryview(data)
+            while view:
+                take = min(BLOCK_SIZE - self.in_block, len(view))
+                self.crc = zlib.crc32(view[:take], self.crc)
+                self.in_block += take
+                view = view[take:]
+                if self.in_block == BLOCK_SIZE:
+                    self.crcs.append(self.crc)
+                    self.crc, self.in_block = 0, 0
+            self.length += written
+        return written
+
+    def result(self) -> tuple[list[int], str]:
+        return self.crcs + ([self.crc] if self.in_block else []), self.md5.hexdigest()
+
+
 @dataclass
 class Stage:
     ino: int
