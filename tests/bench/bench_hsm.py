@@ -84,12 +84,11 @@ def timed(action: Callable[[], object]) -> float:
     return time.perf_counter() - started
 
 
-def make_dirty(path: Path) -> None:
-    """Rewrite one byte with its own value: the data version changes, the bytes do not."""
-    with open(path, "r+b") as f:
-        first = f.read(1)
-        f.seek(0)
-        f.write(first)
+def write_into_mount(source: Path, path: Path) -> None:
+    """Write the file front to back, as FileCopy writes its tars (not timed)."""
+    with open(source, "rb") as src, open(path, "wb") as dst:
+        while chunk := src.read(8 * MiB):
+            dst.write(chunk)
 
 
 def migrate(path: Path) -> None:
@@ -164,16 +163,14 @@ def main() -> None:
             hsm.start()
             try:
                 path = hsm.mnt / "big.bin"
-                with open(source, "rb") as src, open(path, "wb") as dst:
-                    while chunk := src.read(8 * MiB):
-                        dst.write(chunk)
+                write_into_mount(source, path)
 
                 def run(name: str, action: Callable[[], object]) -> None:
                     runs.setdefault(name, []).append(timed(action))
 
                 for round_number in range(args.rounds):  # interleaved
                     if round_number:
-                        make_dirty(path)
+                        write_into_mount(source, path)  # a new data version, same bytes
                     run("hsmfs migration", lambda: migrate(path))
                     run("boto3 upload_file", lambda: client.upload_file(
                         str(source), BUCKET, "raw", Config=config))  # fmt: skip
