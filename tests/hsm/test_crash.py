@@ -12,7 +12,7 @@ import os
 import threading
 from pathlib import Path
 
-from tests.hsm.conftest import MountFactory
+from tests.hsm.conftest import MountFactory, file_store
 from tests.hsm.support import MiB, Store, hsm_state, part_files, status, wait_state
 from tests.hsm.test_staging import archived_then_released
 from tests.mounts import HsmMount, wait_for
@@ -110,3 +110,19 @@ def test_kill_mid_stage_discards_the_part_file(s3: Store, make_mount: MountFacto
     assert path.read_bytes() == data
     assert hsm_state(path) == "archived"
     assert part_files(hsm) == []
+
+
+def test_migration_queue_survives_a_restart(tmp_path: Path, make_mount: MountFactory) -> None:
+    store = file_store(tmp_path)  # the queue lives in the catalog, whatever the store
+    # due in 8 s: ample time to stop before, and a short wait after the restart
+    hsm = make_mount(store, "[hsm]\nmigrate_after = 8\nscan_interval = 0.2\n")
+    data = os.urandom(100_000)
+    (hsm.mnt / "queued.bin").write_bytes(data)
+    assert status(hsm)["migration"]["queue_length"] == 1
+    assert hsm.stop() == 0  # before it was due
+    assert store.keys() == set()
+
+    hsm.start()
+    assert hsm_state(hsm.mnt / "queued.bin") == "dirty"
+    wait_state(hsm.mnt / "queued.bin", "archived")  # due now, nobody asked again
+    assert store.get("queued.bin") == data

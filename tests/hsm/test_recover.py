@@ -121,3 +121,22 @@ def test_recover_with_objects_archived_after_the_snapshot(
 
     recovered = recover_into(store, make_mount, "recovered")
     assert_recovered(recovered, {**files, **later})
+
+
+def test_recover_without_any_snapshot_from_object_metadata(
+    store: Store, make_mount: MountFactory
+) -> None:
+    hsm = make_mount(store, MANUAL)
+    files = make_files(hsm.mnt, FIRST)
+    hsm.kill()  # never unmounted cleanly: the store holds no catalog snapshot
+    assert not any(key.startswith(".hsmfs/") for key in store.keys())
+
+    target = make_mount(store, MANUAL, name="recovered", start=False)
+    result = hsmfs_cli(
+        "recover", "--backend", store.url, "--state", target.state, "--cache", target.cache
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "object metadata only" in result.stdout
+    assert f"{len(files)} rebuilt from metadata" in result.stdout
+    target.start()
+    assert_recovered(target, files)
