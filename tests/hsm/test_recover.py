@@ -12,7 +12,7 @@ import pytest
 
 from tests.hsm.conftest import MountFactory
 from tests.hsm.support import Store, hsm_state, hsmctl, hsmfs_cli, wait_state
-from tests.mounts import HsmMount
+from tests.mounts import HsmMount, wait_for
 
 MANUAL = "[hsm]\nmigrate_after = 3600\nscan_interval = 0.2\n"
 
@@ -140,3 +140,20 @@ def test_recover_without_any_snapshot_from_object_metadata(
     assert f"{len(files)} rebuilt from metadata" in result.stdout
     target.start()
     assert_recovered(target, files)
+
+
+def test_periodic_snapshot_serves_a_recover_after_kill(s3: Store, make_mount: MountFactory) -> None:
+    hsm = make_mount(s3, MANUAL + "snapshot_interval = 0.5\n")
+    files = make_files(hsm.mnt, {"a/b.bin": (1000, 0o640, 3, 4)})
+    os.symlink("a/b.bin", hsm.mnt / "link")  # only a snapshot knows symlinks
+    server = s3.bucket.server  # type: ignore[union-attr]
+    server.clear()
+    snapshot = f"/{s3.bucket_name}/{s3.full_key('.hsmfs/catalog.mdb')}"
+    # Snapshots run one after the other: once the third has started, the second, which
+    # began after the symlink existed, is complete.
+    wait_for(lambda: server.count("PUT", path=snapshot) >= 3, what="periodic snapshots")
+    hsm.kill()
+
+    recovered = recover_into(s3, make_mount, "recovered")
+    assert os.readlink(recovered.mnt / "link") == "a/b.bin"
+    assert_recovered(recovered, files)
