@@ -26,7 +26,7 @@ from .catalog import NAME_MAX, ROOT_INO, Catalog, HsmFlag, HsmState, Inode, Txn,
 from .config import Config
 from .members import TarMembers, is_member, is_tar_name, split_ino
 from .migrator import ReleaseRefused
-from .stager import RunningChecksums
+from .stager import RunningChecksums, WrittenChecksums
 
 if TYPE_CHECKING:
     from .migrator import Migrator
@@ -124,7 +124,8 @@ class HsmFs(pyfuse3.Operations):
         self.last_open: dict[int, int] = {}  # ino -> ns; since mount, for the release order
         # ino -> (data version, block CRCs, MD5) of files hashed while written; in memory
         # only: after a restart migration computes them again
-        self.written_checksums: dict[int, tuple[int, list[int], str]] = {}
+        self.written_checksums: dict[int, WrittenChecksums] = {}
+        self.part_size = 0  # the object store's multipart part size, set by the mount
         self.members = TarMembers(self)
         self.spawn: Callable[..., None] | None = None  # starts a background task (the mount's)
         self.counters: dict[str, int] = {
@@ -354,7 +355,7 @@ class HsmFs(pyfuse3.Operations):
         if opened is not None:
             await self._wait_staged(opened, node.size)
             await trio.to_thread.run_sync(os.ftruncate, opened.fd, size, limiter=self.io_limiter)
-            opened.sums = RunningChecksums() if size == 0 else None
+            opened.sums = RunningChecksums(self.part_size) if size == 0 else None
         elif node.hsm_state == HsmState.RELEASED and size == 0:
             await trio.to_thread.run_sync(self.cache.create_empty, ino, limiter=self.io_limiter)
         elif node.hsm_state == HsmState.RELEASED:
@@ -390,7 +391,8 @@ class HsmFs(pyfuse3.Operations):
         if usable:
             assert sums is not None
             crcs, md5 = sums.result()
-            self.written_checksums[ino] = (self.data_versions.get(ino, 0), crcs, md5)
+            version = self.data_versions.get(ino, 0)
+            self.written_checksums[ino] = (version, crcs, md5, sums.part_digests())
         else:
             self.written_checksums.pop(ino, None)
 
@@ -711,7 +713,7 @@ class HsmFs(pyfuse3.Operations):
             opened = await self._open_data(ino, node)
         opened.handles += 1
         if writable and opened.writers == 0 and opened.inode.size == 0:
-            opened.sums = RunningChecksums()  # a new or emptied file: hash it as it is written
+            opened.sums = RunningChecksums(self.part_size)  # new or emptied: hash as written
         fh = self._next_fh
         self._next_fh += 1
         self.handles[fh] = Handle(ino, writable)
@@ -740,6 +742,8 @@ class HsmFs(pyfuse3.Operations):
             try:
                 fd = await trio.to_thread.run_sync(os.open, stage.part, os.O_RDWR | os.O_CLOEXEC)
             except FileNotFoundError:
+                if stage.error is not None:  # failed at once (no object): discarded its part
+                    raise fail(errno.EIO) from None
                 if not stage.done:
                     raise
                 # Staged while we waited: the part file is the cache file now.

@@ -24,7 +24,7 @@ from .backends import ObjectStore, TemporaryFailure
 from .cache import CacheDir
 from .catalog import Catalog, HsmFlag, HsmState, Inode, now_ns
 from .config import Config, parse_size
-from .stager import file_checksums
+from .stager import WrittenChecksums, file_checksums
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class Migrator:
         is_open: Any,
         data_version: Any,
         last_open: dict[int, int] | None = None,
-        written_checksums: dict[int, tuple[int, list[int], str]] | None = None,
+        written_checksums: dict[int, WrittenChecksums] | None = None,
     ) -> None:
         self.catalog = catalog
         self.cache = cache
@@ -130,7 +130,7 @@ class Migrator:
         }
         source = self.cache.path(ino)
         known = self.written_checksums.get(ino)
-        sums = known[1:] if known is not None and known[0] == version else None
+        sums = known if known is not None and known[0] == version else None
         try:
             result = await trio.to_thread.run_sync(
                 self._upload_file, key, source, metadata, sums, limiter=self.limiter
@@ -170,12 +170,15 @@ class Migrator:
             await trio.to_thread.run_sync(self.backend.delete, old_key, limiter=self.limiter)
 
     def _upload_file(
-        self, key: str, source: Path, metadata: dict[str, str], sums: tuple[list[int], str] | None
+        self, key: str, source: Path, metadata: dict[str, str], sums: WrittenChecksums | None
     ) -> UploadResult:
-        # Checksums kept while the file was written spare a read of it before the upload;
-        # the store still checks the MD5 against what it received.
-        crcs, md5 = sums if sums is not None else file_checksums(source)
-        info = self.backend.upload(key, source, md5=md5, metadata=metadata)
+        # Checksums kept while the file was written spare reading it before the upload;
+        # the store still checks what it received against them.
+        if sums is not None:
+            _, crcs, md5, parts = sums
+        else:
+            (crcs, md5), parts = file_checksums(source), None
+        info = self.backend.upload(key, source, md5=md5, parts=parts, metadata=metadata)
         assert info.md5 is not None
         return UploadResult(info.md5, crcs, info.etag)
 

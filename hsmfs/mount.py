@@ -243,6 +243,7 @@ class Daemon:
             )  # fmt: skip
             fs.delete_object = lambda key: nursery.start_soon(self._delete_object, key, limiter)
             fs.members.backend = backend
+            fs.part_size = backend.options.multipart_chunksize
             fs.spawn = nursery.start_soon
             self.actions = Actions(fs, backend, self.options, lambda: self.config)
             self.actions.register(control)

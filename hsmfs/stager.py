@@ -45,6 +45,10 @@ def file_checksums(path: Path) -> tuple[list[int], str]:
     return crcs, md5.hexdigest()
 
 
+# (data version, block CRCs, MD5, (part size, part MD5 digests) or None)
+WrittenChecksums = tuple[int, list[int], str, tuple[int, list[bytes]] | None]
+
+
 class RunningChecksums:
     """The block CRCs and MD5 of a file written front to back, kept while it is written,
     so that migration need not read the file once more before uploading it.
@@ -54,8 +58,11 @@ class RunningChecksums:
     ``invalid`` and migration falls back to ``file_checksums``.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, part_size: int = 0) -> None:
         self.md5 = hashlib.md5()
+        self.part_size = part_size  # the object store's multipart part size (0: none)
+        self.part = hashlib.md5()
+        self.parts: list[bytes] = []  # MD5 digests of the complete parts
         self.crcs: list[int] = []
         self.crc = 0
         self.in_block = 0
@@ -71,6 +78,7 @@ class RunningChecksums:
                 self.invalid = True
                 return written
             self.md5.update(data)
+            self._hash_parts(memoryview(data))
             view = memoryview(data)
             while view:
                 take = min(BLOCK_SIZE - self.in_block, len(view))
@@ -83,8 +91,28 @@ class RunningChecksums:
             self.length += written
         return written
 
+    def _hash_parts(self, view: memoryview) -> None:
+        if not self.part_size:
+            return
+        position = self.length
+        while view:
+            take = min(self.part_size - position % self.part_size, len(view))
+            self.part.update(view[:take])
+            position += take
+            view = view[take:]
+            if position % self.part_size == 0:
+                self.parts.append(self.part.digest())
+                self.part = hashlib.md5()
+
     def result(self) -> tuple[list[int], str]:
         return self.crcs + ([self.crc] if self.in_block else []), self.md5.hexdigest()
+
+    def part_digests(self) -> tuple[int, list[bytes]] | None:
+        """(part size, MD5 digest of every part) for the object store's ETag check."""
+        if not self.part_size:
+            return None
+        tail = [self.part.digest()] if self.length % self.part_size else []
+        return self.part_size, self.parts + tail
 
 
 @dataclass

@@ -351,11 +351,15 @@ class ObjectStore(ABC):
         local_path: Path,
         *,
         md5: str | None = None,
+        parts: tuple[int, list[bytes]] | None = None,
         metadata: Mapping[str, str] | None = None,
         progress: ProgressCallback | None = None,
     ) -> ObjectInfo:
         """Store the file under `key`; return only once the store confirmed size and MD5.
 
+        `parts`: (part size, MD5 digest of each part) if the caller hashed the file in
+        parts of that size; an S3 store whose part size matches then verifies the ETag
+        without reading the file again.
         `md5`: the file's MD5 if the caller already knows it (checked, not trusted; on
         S3 it saves hashing the file before the upload starts).
         Raises UploadNotVerified if the store does not confirm; the object may then

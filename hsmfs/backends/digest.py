@@ -55,3 +55,12 @@ def digest_file(path: Path, part_size: int | None, threads: int = 2) -> FileDige
             md5 = whole.result().hexdigest()
             part_md5s = b"".join(part.result().digest() for part in parts)
     return FileDigest(size, md5, f"{hashlib.md5(part_md5s).hexdigest()}-{len(bounds)}")
+
+
+def digest_from_parts(
+    size: int, md5: str, part_size: int | None, part_md5s: list[bytes]
+) -> FileDigest:
+    """The FileDigest of a file whose part MD5s were computed elsewhere (while written)."""
+    if not part_size:
+        return FileDigest(size, md5, md5)
+    return FileDigest(size, md5, f"{hashlib.md5(b''.join(part_md5s)).hexdigest()}-{len(part_md5s)}")

@@ -200,6 +200,7 @@ class LocalStore(ObjectStore):
         local_path: Path,
         *,
         md5: str | None = None,
+        parts: tuple[int, list[bytes]] | None = None,
         metadata: Mapping[str, str] | None = None,
         progress: ProgressCallback | None = None,
     ) -> ObjectInfo:

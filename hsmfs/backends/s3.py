@@ -56,7 +56,7 @@ from .common import (
     retry,
     verify_download,
 )
-from .digest import FileDigest, digest_file
+from .digest import FileDigest, digest_file, digest_from_parts
 from .ranges import RangeTracker, hash_region
 
 STREAM_CHUNK = 1024 * 1024
@@ -341,6 +341,7 @@ class S3Store(ObjectStore):
         local_path: Path,
         *,
         md5: str | None = None,
+        parts: tuple[int, list[bytes]] | None = None,
         metadata: Mapping[str, str] | None = None,
         progress: ProgressCallback | None = None,
     ) -> ObjectInfo:
@@ -355,6 +356,9 @@ class S3Store(ObjectStore):
                     digest: FileDigest | Future[FileDigest] = digest_file(local_path, part_size)
                 elif part_size is None:
                     digest = FileDigest(size, md5, md5)
+                elif parts is not None and parts[0] == part_size:
+                    # hashed while written: the ETag check below proves what S3 received
+                    digest = digest_from_parts(size, md5, part_size, parts[1])
                 else:
                     digest = background.submit(digest_file, local_path, part_size)
             except OSError as exc:

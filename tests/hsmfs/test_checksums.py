@@ -50,3 +50,22 @@ def test_a_write_out_of_order_invalidates_the_sums(tmp_path: Path) -> None:
     finally:
         os.close(fd)
     assert sums.invalid
+
+
+def test_part_digests_give_the_etag_s3_computes(tmp_path: Path) -> None:
+    from hsmfs.backends.digest import digest_file, digest_from_parts
+
+    part_size = 5 * 1024 * 1024
+    data = os.urandom(2 * part_size + 4321)
+    sums = RunningChecksums(part_size)
+    fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        for offset in range(0, len(data), 700_000):
+            sums.write(fd, data[offset : offset + 700_000], offset)
+    finally:
+        os.close(fd)
+    parts = sums.part_digests()
+    assert parts is not None and parts[0] == part_size and len(parts[1]) == 3
+    _, md5 = sums.result()
+    expected = digest_file(tmp_path / "f", part_size)
+    assert digest_from_parts(len(data), md5, part_size, parts[1]) == expected
