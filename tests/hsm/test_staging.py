@@ -222,11 +222,17 @@ def test_rename_then_remigration_deletes_old_key_after_new_one_exists(
         log = store.bucket.server.requests()
         new_path = f"/{store.bucket_name}/archive/e/b.bin"
         old_path = f"/{store.bucket_name}/archive/d/a.bin"
-        written = max(i for i, r in enumerate(log) if r.path == new_path and r.method == "PUT")
-        verified = max(i for i, r in enumerate(log) if r.path == new_path and r.method == "HEAD")
         deleted = [i for i, r in enumerate(log) if r.path == old_path and r.method == "DELETE"]
         assert len(deleted) == 1
-        assert written < verified < deleted[0]
+        before = log[: deleted[0]]
+        written = [i for i, r in enumerate(before) if r.path == new_path and r.method == "PUT"]
+        assert written  # the new object was uploaded before the old one went
+        verified = [
+            i
+            for i, r in enumerate(before)
+            if r.path == new_path and r.method == "HEAD" and i > written[-1]
+        ]
+        assert verified  # ... and confirmed by the store
 
 
 def test_unlink_of_archived_file_deletes_its_object(store: Store, make_mount: MountFactory) -> None:
