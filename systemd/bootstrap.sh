@@ -30,17 +30,20 @@ install_python_packages() {
 
 install_system_packages
 install_python_packages
-export PATH="$PWD/$VENV/bin:$PATH"
+# Appended, not prepended: pynetdicom's console scripts (storescp, storescu, ...) must not
+# shadow DCMTK's tools of the same names.
+export PATH="$PATH:$PWD/$VENV/bin"
+PYTHON="$PWD/$VENV/bin/python"
 
 case "${1:-}" in
     run)
         shift
-        exec python -m archived.quickstart "$@"
+        exec "$PYTHON" -m archived.quickstart "$@"
         ;;
     test)
         shift
         # pytest exits 5 when it collected nothing: that is a failure here, not a pass.
-        exec python -m pytest "$@"
+        exec "$PYTHON" -m pytest "$@"
         ;;
     *)
         echo "usage: $0 run|test [ARGS...]" >&2

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -12,6 +14,19 @@ import pytest
 from tests.s3server import S3Server
 
 _bucket_numbers = itertools.count()
+
+
+def _dcmtk_before_the_virtualenv() -> None:
+    """pynetdicom installs console scripts named storescp, storescu, findscu, ... into the
+    virtual environment's bin directory; the tests' real DICOM peers are DCMTK's tools of
+    the same names, so that directory goes to the end of PATH (hsmfs, hsmctl, archived and
+    archivectl are still found there)."""
+    venv_bin = os.path.dirname(sys.executable)
+    parts = [p for p in os.environ.get("PATH", "").split(os.pathsep) if p and p != venv_bin]
+    os.environ["PATH"] = os.pathsep.join([*parts, venv_bin])
+
+
+_dcmtk_before_the_virtualenv()
 
 
 @dataclass(frozen=True)
