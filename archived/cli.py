@@ -11,12 +11,14 @@ import argparse
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 
 from archived.conf import ConfigError, open_store
+from archived.conf.upgrade import UpgradeRunner, load_upgrade_settings
 from archived.dicom import ArchiveServer, DicomServiceError
 from archived.dicom.config import settings_from_config
 from archived.dicom.status_file import status_path, write_status
@@ -61,6 +63,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="on SIGTERM, let running associations finish this long "
         f"(default: $ARCHIVED_STOP_TIMEOUT, else {DEFAULT_STOP_TIMEOUT:.0f})",
     )  # fmt: skip
+    serve.add_argument(
+        "--upgrade-settings", metavar="FILE", default=os.environ.get("ARCHIVED_UPGRADE_SETTINGS"),
+        help="run the configuration upgrade it names before serving; a failed upgrade stops "
+        "start-up (default: $ARCHIVED_UPGRADE_SETTINGS, else no upgrade)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--deployment", default=os.environ.get("ARCHIVED_DEPLOYMENT") or socket.gethostname(),
+        help="this deployment's name for the upgrade runner (default: $ARCHIVED_DEPLOYMENT, "
+        "else the host name)",
+    )  # fmt: skip
     return parser
 
 
@@ -82,6 +94,9 @@ def serve(args: argparse.Namespace) -> int:
     path = index_path(args.index)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open_store(args.config) as store, Index(path) as index:
+        if args.upgrade_settings:  # before anything reads the configuration
+            settings_file = load_upgrade_settings(args.upgrade_settings)
+            UpgradeRunner(store, settings_file, args.deployment).run()
         settings, file_systems = settings_from_config(store)
         index.mirror_filesystems(file_systems)
         server = ArchiveServer(settings, index)
