@@ -20,15 +20,13 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import time
-from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from archived.conf import ArchiveDeviceExtension, DeletionRules, FileSystemGroup
+from archived.conf import DeletionRules, FileSystemGroup
 from archived.conf.fields import threshold_bytes
-from archived.index import FileRecord, Index
+from archived.index import FileRecord
 from archived.index.lifecycle import (
     CopyRule,
     StudyCheck,
@@ -37,6 +35,7 @@ from archived.index.lifecycle import (
     studies_by_access,
     study_check,
 )
+from archived.services.base import Service
 from archived.services.intervals import TaskInterval
 from archived.services.report import RunReport
 
@@ -66,20 +65,13 @@ def _ago(seconds: float) -> str:
     return str(timedelta(seconds=int(seconds)))
 
 
-class DeleterService:
+class DeleterService(Service):
     """Applies the deletion rules of every group that has any."""
 
     name = "deleter"
 
-    def __init__(
-        self,
-        index: Index,
-        settings: Callable[[], ArchiveDeviceExtension],
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.index = index
-        self.settings = settings
-        self.clock = clock
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.deficits: dict[str, int] = {}  # group -> bytes still to free after the last run
 
     def interval(self) -> TaskInterval | None:

@@ -15,21 +15,18 @@ restart of archived retries at once. After the last retry it is left until a for
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from archived.conf import ArchiveDeviceExtension
 from archived.index import (
     FileRecord,
     FileStatus,
     FileSystemRecord,
-    Index,
     UnknownFileSystemError,
 )
 from archived.index.lifecycle import NewCopy, add_copies, files_to_copy
+from archived.services.base import Service
 from archived.services.errors import NotConfiguredError, NotMountedError, ServiceError
 from archived.services.intervals import TaskInterval
 from archived.services.mountcheck import check_live_mount
@@ -58,20 +55,13 @@ def member_name(series8: str, file_pk: int) -> str:
     return f"{series8}/{file_pk & 0xFFFFFFFF:08X}"
 
 
-class FileCopyService:
+class FileCopyService(Service):
     """Copies series from the source group into tars on the destination file system."""
 
     name = "filecopy"
 
-    def __init__(
-        self,
-        index: Index,
-        settings: Callable[[], ArchiveDeviceExtension],
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.index = index
-        self.settings = settings
-        self.clock = clock
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.retries: dict[str, Retry] = {}
         self.pending_series = 0  # quiet series found by the last run
 

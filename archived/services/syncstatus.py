@@ -20,14 +20,12 @@ from __future__ import annotations
 
 import logging
 import os
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from archived.conf import ArchiveDeviceExtension
-from archived.index import FileRecord, FileStatus, FileSystemRecord, Index, UnknownFileSystemError
+from archived.index import FileRecord, FileStatus, FileSystemRecord, UnknownFileSystemError
 from archived.index.lifecycle import files_of_tar, files_to_check, set_status, tar_path_of
+from archived.services.base import Service
 from archived.services.errors import NotConfiguredError
 from archived.services.intervals import TaskInterval
 from archived.services.mountcheck import check_live_mount
@@ -50,20 +48,13 @@ def hsm_state(path: Path) -> str:
     return os.getxattr(path, "user.hsm.state").decode().strip()
 
 
-class SyncFileStatusService:
+class SyncFileStatusService(Service):
     """Sets the status of nearline files from hsmfs's state and a verification."""
 
     name = "sync"
 
-    def __init__(
-        self,
-        index: Index,
-        settings: Callable[[], ArchiveDeviceExtension],
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.index = index
-        self.settings = settings
-        self.clock = clock
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.waiting = 0  # files found not archived yet by the last run
 
     def interval(self) -> TaskInterval | None:
