@@ -120,7 +120,7 @@ class StoreOptions:
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
     max_pool_connections: int = 10  # botocore pool; size the caller's CapacityLimiter to it
-    transfer_concurrency: int = 4  # threads (and connections) one large transfer uses
+    transfer_concurrency: int = 8  # threads (and connections) one large transfer uses
     multipart_threshold: int = 64 * MiB
     multipart_chunksize: int = 16 * MiB  # part size of uploads
     download_chunksize: int = 64 * MiB  # range size of parallel downloads
