@@ -953,6 +953,8 @@ class HsmFs(pyfuse3.Operations):
                 log.info("release of inode %d refused: %s", inode.ino, exc)
                 raise fail(errno.EBUSY) from None
         elif text == "stage":
+            if inode.hsm_state == HsmState.LOST:
+                raise fail(errno.EIO)  # no valid copy to stage from
             if inode.hsm_state == HsmState.RELEASED:
                 self.stager.start(inode.ino)
         else:
