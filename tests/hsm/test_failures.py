@@ -172,3 +172,14 @@ def test_write_during_upload_is_migrated_again(s3: Store, make_mount: MountFacto
     )
     assert hsm_attr(path, "md5") == hashlib.md5(second).hexdigest()
     assert path.read_bytes() == second
+
+
+def test_stage_action_on_a_lost_file_fails_with_eio(
+    store: Store, make_mount: MountFactory
+) -> None:
+    hsm = make_mount(store, FAST)
+    path, _ = archived_then_released(hsm, "lost.bin", 50_000)
+    store.delete("lost.bin")
+    assert_eio(path.read_bytes)
+    wait_state(path, "lost")
+    assert_eio(lambda: os.setxattr(path, "user.hsm.action", b"stage"))
