@@ -312,8 +312,7 @@ class HsmFs(pyfuse3.Operations):
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         if is_member(inode):
             with self.catalog.read() as txn:
-                tar, ordinal = split_ino(inode)
-                return self.members.attr(txn, tar, ordinal, self.members._member(txn, tar, ordinal))
+                return self.members.member_attr(txn, inode)
         return self._attr(self._inode(inode))
 
     @fuse_op

@@ -232,6 +232,10 @@ class TarMembers:
         attr.st_atime_ns = attr.st_mtime_ns = attr.st_ctime_ns = member.mtime_ns
         return attr
 
+    def member_attr(self, txn: Txn, ino: int) -> pyfuse3.EntryAttributes:
+        tar, ordinal = split_ino(ino)
+        return self.attr(txn, tar, ordinal, self._member(txn, tar, ordinal))
+
     def lookup_bang(self, txn: Txn, parent: int, name: bytes) -> pyfuse3.EntryAttributes | None:
         """``NAME.tar!`` or ``NAME.tar!REST`` in a real directory; None if not a tar path."""
         tar_name, _, rest = name.partition(b"!")

@@ -28,6 +28,8 @@ from .stager import WrittenChecksums, file_checksums
 
 log = logging.getLogger(__name__)
 
+SWEEP_PAUSE = 10.0  # seconds between release sweeps that found nothing more to release
+
 
 @dataclass
 class UploadResult:
@@ -68,6 +70,7 @@ class Migrator:
         self.last_error: str | None = None
         self.backend_ok: bool | None = None
         self._wakeup = trio.Event()
+        self._next_sweep = 0.0  # monotonic time before which no release sweep runs
 
     # -- queue ----------------------------------------------------------------------------
     def schedule(self, ino: int, delay: float | None = None) -> None:
@@ -234,7 +237,7 @@ class Migrator:
         marks = self.watermarks()
         over = marks["used"] - marks["low"] if marks["used"] > marks["high"] else 0
         max_age = self.config.hsm.release_after
-        if over <= 0 and max_age is None:
+        if (over <= 0 and max_age is None) or time.monotonic() < self._next_sweep:
             return 0
         candidates = await trio.to_thread.run_sync(self._release_candidates, limiter=self.limiter)
         cutoff = now_ns() - int(max_age * 1e9) if max_age is not None else None
@@ -247,6 +250,11 @@ class Migrator:
                 freed += self.release(inode.ino)
             except ReleaseRefused:
                 continue
+        if freed < over or max_age is not None:
+            # A sweep reads every inode: after one that could not do all it wanted (or an
+            # age sweep), wait before the next instead of rescanning every scan_interval.
+            pause = SWEEP_PAUSE if max_age is None else min(SWEEP_PAUSE, max_age)
+            self._next_sweep = time.monotonic() + pause
         if freed:
             log.info("released %d bytes from the cache (used %d, high %d, low %d)",
                      freed, marks["used"], marks["high"], marks["low"])  # fmt: skip
