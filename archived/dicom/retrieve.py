@@ -30,11 +30,11 @@ from pynetdicom.dimse_primitives import C_GET, C_MOVE
 from pynetdicom.events import Event
 from pynetdicom.presentation import PresentationContext
 
+from archived.dicom.connection import CONNECTION_HANDLERS
 from archived.dicom.find import query_level
 from archived.dicom.peer import describe_peer
 from archived.dicom.settings import DicomSettings
 from archived.dicom.stats import ServiceStatistics
-from archived.dicom.tcp import NODELAY_HANDLERS
 from archived.index import FileRecord, Index
 from archived.index.query import QueryError, match_pks
 
@@ -152,7 +152,7 @@ class Retriever:
         self.touch(items)
         LOG.info("C-MOVE %s from %s to %s: %d instances", level, peer, destination, len(items))
         yield remote.host, remote.port, {
-            "contexts": self.contexts(items), "evt_handlers": NODELAY_HANDLERS,
+            "contexts": self.contexts(items), "evt_handlers": CONNECTION_HANDLERS,
             "max_pdu": self.settings.max_pdu,
         }  # fmt: skip
         yield len(items)

@@ -13,6 +13,7 @@ from pynetdicom.events import Event
 from pynetdicom.transport import ThreadedAssociationServer
 
 from archived.dicom.access import AccessControl
+from archived.dicom.connection import CONNECTION_HANDLERS
 from archived.dicom.contexts import add_supported_contexts
 from archived.dicom.errors import ListenError
 from archived.dicom.find import FindSCP
@@ -22,7 +23,6 @@ from archived.dicom.settings import DicomSettings
 from archived.dicom.stats import ServiceStatistics
 from archived.dicom.stgcmt import StorageCommitmentSCP
 from archived.dicom.store import StoreSCP
-from archived.dicom.tcp import NODELAY_HANDLERS
 from archived.index import Index
 
 LOG = logging.getLogger("archived.dicom")
@@ -72,7 +72,7 @@ class ArchiveServer:
 
     def handlers(self) -> list[tuple[Any, Any]]:
         return [
-            *NODELAY_HANDLERS,
+            *CONNECTION_HANDLERS,
             (evt.EVT_REQUESTED, self.access.handle_requested),
             (evt.EVT_C_ECHO, self._handle_echo),
             (evt.EVT_C_STORE, self.store.handle),

@@ -21,10 +21,10 @@ from pynetdicom.association import Association
 from pynetdicom.events import Event
 from pynetdicom.sop_class import StorageCommitmentPushModel
 
+from archived.dicom.connection import CONNECTION_HANDLERS
 from archived.dicom.peer import calling_ae_title, describe_peer
 from archived.dicom.settings import DicomSettings
 from archived.dicom.stats import ServiceStatistics
-from archived.dicom.tcp import NODELAY_HANDLERS
 from archived.index import Index
 
 LOG = logging.getLogger("archived.dicom.stgcmt")
@@ -117,7 +117,7 @@ class StorageCommitmentSCP:
         assoc = self.ae.associate(
             remote.host, remote.port, contexts=[context], ae_title=remote.ae_title,
             ext_neg=[build_role(StorageCommitmentPushModel, scp_role=True)],
-            evt_handlers=NODELAY_HANDLERS,
+            evt_handlers=CONNECTION_HANDLERS,
         )  # fmt: skip
         if not assoc.is_established:
             LOG.error("storage commitment report for %s not sent: association with %s:%s "

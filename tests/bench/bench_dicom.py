@@ -36,7 +36,7 @@ from pynetdicom import AE  # noqa: E402
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind  # noqa: E402
 
 from archived.dicom import ArchiveServer, DicomSettings, RemoteAE  # noqa: E402
-from archived.dicom.tcp import NODELAY_HANDLERS  # noqa: E402
+from archived.dicom.connection import CONNECTION_HANDLERS  # noqa: E402
 from archived.index import ONLINE_STORAGE, FileSystemSpec, Index  # noqa: E402
 from tests.dicom.data import ct_study  # noqa: E402
 
@@ -248,7 +248,7 @@ def bench_find(work: Path, studies: int) -> None:
         ae = AE(ae_title="MODALITY")
         ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
         assoc = ae.associate("127.0.0.1", server.port, ae_title="ARCHIVED", max_pdu=MAX_PDU,
-                             evt_handlers=NODELAY_HANDLERS)  # fmt: skip
+                             evt_handlers=CONNECTION_HANDLERS)  # fmt: skip
         try:
             for label, key, value, expected, count in (
                 ("exact PatientID", "PatientID", "PID{n:07d}", 1, 300),

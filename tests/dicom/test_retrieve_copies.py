@@ -16,7 +16,7 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove
 
-from archived.dicom.tcp import NODELAY_HANDLERS
+from archived.dicom.connection import CONNECTION_HANDLERS
 from archived.index import NEARLINE_STORAGE, ONLINE_STORAGE, FileStatus, FileSystemSpec
 from archived.storage import hash_name
 from tests.dicom.conftest import Archive
@@ -35,7 +35,7 @@ def move(archive: Archive, study_uid: str, dimse_timeout: float = 30) -> list[Da
     ae.dimse_timeout = dimse_timeout
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
     assoc = ae.associate("127.0.0.1", archive.port, ae_title=archive.ae_title,
-                         evt_handlers=NODELAY_HANDLERS)  # fmt: skip
+                         evt_handlers=CONNECTION_HANDLERS)  # fmt: skip
     assert assoc.is_established
     ds = Dataset()
     ds.QueryRetrieveLevel = "STUDY"
@@ -133,7 +133,7 @@ def test_slow_copy_keeps_the_requestor_informed_with_pending_responses(
     ae.dimse_timeout = 30
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
     assoc = ae.associate("127.0.0.1", archive.port, ae_title=archive.ae_title,
-                         evt_handlers=NODELAY_HANDLERS)  # fmt: skip
+                         evt_handlers=CONNECTION_HANDLERS)  # fmt: skip
     ds = Dataset()
     ds.QueryRetrieveLevel = "STUDY"
     ds.StudyInstanceUID = study_of(paths)

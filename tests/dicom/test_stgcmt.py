@@ -11,7 +11,7 @@ from pynetdicom import AE, build_role, evt
 from pynetdicom.sop_class import StorageCommitmentPushModel
 
 from archived.dicom import RemoteAE
-from archived.dicom.tcp import NODELAY_HANDLERS
+from archived.dicom.connection import CONNECTION_HANDLERS
 from tests.dicom.conftest import MODALITY
 from tests.dicom.data import ct_study
 from tests.dicom.peers import free_port
@@ -55,7 +55,7 @@ def test_report_on_a_new_association(start_archive, tmp_path: Path) -> None:
     port = free_port()
     server = scp.start_server(("127.0.0.1", port), block=False,
                               evt_handlers=[(evt.EVT_N_EVENT_REPORT, catcher.handle),
-                                            *NODELAY_HANDLERS])  # fmt: skip
+                                            *CONNECTION_HANDLERS])  # fmt: skip
     try:
         archive = start_archive(remote_aes=(RemoteAE("MODALITY", "127.0.0.1", port),))
         import pydicom
