@@ -19,8 +19,12 @@ sub-database     key                           value
                                                to the kernel; removed at the next mount
 ``open_writes``  ino                           b"" - open for writing; after a crash the
                                                size is taken from the cache file
-``names``        ino                           parent ino + name of the first link, so a
-                                               file's path (its object key) is known
+``names``        ino                           parent ino + name of one link (the first,
+                                               until it is removed), so a file's path
+                                               (its object key) is known
+``other_links``  ino + parent ino + name       b"" - every other link of a hard-linked
+                                               file; when the ``names`` link goes, the
+                                               first of these takes its place
 ``staging``      ino                           b"" - being staged; a partial cache file
                                                (``.part``) is discarded at the next mount
 ``hsm``          ino                           JSON: object key, md5, size, archived_at
@@ -32,7 +36,13 @@ sub-database     key                           value
                                                A member's inode is members.member_ino()
 ===============  ============================  ==========================================
 
-Change log: 1 - first format.
+Change log:
+
+1. first format.
+2. ``other_links``, so a hard-linked file keeps a name (and an object key) when its first
+   link is removed.
+
+An older catalog is upgraded in place when it is opened for writing (``upgrade``).
 
 Every public method of ``Txn`` does a few dictionary-sized operations; callers group the
 operations of one file system request into one ``Catalog.write()`` transaction and never
@@ -42,6 +52,7 @@ operations of one file system request into one ``Catalog.write()`` transaction a
 from __future__ import annotations
 
 import json
+import logging
 import os
 import stat
 import struct
@@ -57,7 +68,9 @@ import lmdb
 
 from .errors import CatalogError
 
-CATALOG_VERSION = 1
+log = logging.getLogger(__name__)
+
+CATALOG_VERSION = 2
 ROOT_INO = 1
 FIRST_COOKIE = 3  # 1 and 2 are "." and ".."
 NAME_MAX = 255
@@ -77,6 +90,7 @@ _SUB_DBS = (
     b"hsm",
     b"queue",
     b"names",
+    b"other_links",
     b"staging",
     b"tars",
     b"members",
@@ -241,6 +255,7 @@ class Txn:
             self._t.delete(key, db=self._c.db[name])
         for name, _ in list(self.xattrs(ino)):
             self._t.delete(key + name, db=self._c.db[b"xattrs"])
+        self.delete_prefix(b"other_links", key)
         self.delete_prefix(b"members", key)
         self.delete_prefix(b"member_paths", key)
         self._t.delete(key, db=self._c.db[b"tars"])
@@ -285,7 +300,7 @@ class Txn:
         cookie = self._counter(b"next_cookie")
         self._t.put(u64(parent) + name, _U64_PAIR.pack(ino, cookie), db=self._c.db[b"dentries"])
         self._t.put(_U64_PAIR.pack(parent, cookie), name, db=self._c.db[b"cookies"])
-        self._t.put(u64(ino), u64(parent) + name, db=self._c.db[b"names"], overwrite=False)
+        self.record_link(ino, u64(parent) + name)
 
     def remove_entry(self, parent: int, name: bytes) -> int:
         key = u64(parent) + name
@@ -294,17 +309,37 @@ class Txn:
             raise KeyError(name)
         ino, cookie = _U64_PAIR.unpack(value)
         self._t.delete(_U64_PAIR.pack(parent, cookie), db=self._c.db[b"cookies"])
-        if self._t.get(u64(ino), db=self._c.db[b"names"]) == key:  # it was the first link
-            self._t.delete(u64(ino), db=self._c.db[b"names"])
+        self._remove_link(ino, key)
         return ino
 
+    def record_link(self, ino: int, link: bytes) -> None:
+        """Record ``link`` (parent ino + name) of ``ino``: its name if it has none yet."""
+        names = self._c.db[b"names"]
+        if not self._t.put(u64(ino), link, db=names, overwrite=False):
+            if self._t.get(u64(ino), db=names) != link:
+                self._t.put(u64(ino) + link, b"", db=self._c.db[b"other_links"])
+
+    def _remove_link(self, ino: int, link: bytes) -> None:
+        """Forget ``link``; if it was the inode's name, another of its links takes over."""
+        prefix = u64(ino)
+        if self._t.get(prefix, db=self._c.db[b"names"]) != link:
+            self._t.delete(prefix + link, db=self._c.db[b"other_links"])
+            return
+        self._t.delete(prefix, db=self._c.db[b"names"])
+        with self._t.cursor(db=self._c.db[b"other_links"]) as cur:
+            if cur.set_range(prefix) and cur.key()[:8] == prefix:
+                successor = bytes(cur.key()[8:])
+                cur.delete()
+                self._t.put(prefix, successor, db=self._c.db[b"names"])
+
     def first_link(self, ino: int) -> tuple[int, bytes] | None:
-        """(parent, name) of an inode's first link, or None if it has none."""
+        """(parent, name) of the link that names an inode (its first link, or the one that
+        took over when that was removed), or None if it has no link."""
         value = self._t.get(u64(ino), db=self._c.db[b"names"])
         return None if value is None else (_U64.unpack(value[:8])[0], bytes(value[8:]))
 
     def path_of(self, ino: int) -> str | None:
-        """The path of an inode's first link below the root, or None if it has none."""
+        """The path of an inode's ``first_link`` below the root, or None if it has none."""
         parts: list[bytes] = []
         while ino != ROOT_INO:
             link = self.first_link(ino)
@@ -480,6 +515,10 @@ class Catalog:
                 root = txn.new_inode(stat.S_IFDIR | 0o755, os.getuid(), os.getgid())
                 root.parent = ROOT_INO
                 txn.put_inode(root)
+            elif int(version) < CATALOG_VERSION:
+                upgrade(txn, int(version))
+                log.info("catalog in %s upgraded from format version %d to %d",
+                         self.path, int(version), CATALOG_VERSION)  # fmt: skip
             elif int(version) != CATALOG_VERSION:
                 raise CatalogError(
                     f"the catalog in {self.path} has format version {int(version)}, this hsmfs "
@@ -513,3 +552,13 @@ class Catalog:
 
     def close(self) -> None:
         self.env.close()
+
+
+def upgrade(txn: Txn, version: int) -> None:
+    """Bring a catalog of format ``version`` to ``CATALOG_VERSION``, step by step."""
+    if version < 2:
+        # Index every link of hard-linked files; a file whose first link was removed under
+        # format 1 had no name left, and one of its links becomes it.
+        for parent, entry in list(txn.all_entries()):
+            txn.record_link(entry.ino, u64(parent) + entry.name)
+    txn.set_meta(b"version", str(CATALOG_VERSION).encode())

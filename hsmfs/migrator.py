@@ -1,7 +1,8 @@
 """The policy engine: which files to migrate to the object store and release from the cache.
 
 - Migration: a file closed and unmodified for ``migrate_after`` is uploaded (at most
-  ``max_uploads`` at a time) under ``<prefix>/<its path>``; only once the store has
+  ``max_uploads`` at a time) under ``<prefix>/<its path>`` (with hard links: its first
+  link's, or once that is removed, a remaining link's); only once the store has
   confirmed size and MD5 does it become ``archived``. The queue lives in the catalog and
   survives restarts; a failed upload is retried with exponential backoff.
 - Release: when the cache file system passes its high watermark, archived files are
@@ -121,7 +122,9 @@ class Migrator:
             with self.catalog.write() as txn:
                 txn.dequeue(ino)
             return
-        key = path if path is not None else f".by-inode/{ino}"  # a hard link lost its first name
+        # Every linked file has a path (a hard link takes over the name of a removed first
+        # link); only a damaged catalog leaves one without, until fsck finds it a name.
+        key = path if path is not None else f".by-inode/{ino}"
         self.uploading[ino] = key
         version = self.data_version(ino)
         metadata = {
