@@ -7,8 +7,11 @@ response every ``pending_interval`` seconds, so the requestor's DIMSE timeout do
 expire. Pending responses sent that way count sub-operations handed to pynetdicom as
 completed; failures reported by the destination appear in the final response.
 
-Files are sent as stored: C-MOVE proposes the stored transfer syntax of every SOP class
-(plus uncompressed fallbacks), and pynetdicom picks the exact match when accepted.
+Files are sent as stored when the destination accepts the stored transfer syntax: C-MOVE
+proposes the stored syntaxes of every SOP class plus uncompressed fallbacks, and
+pynetdicom picks the exact match when accepted. Otherwise the same worker thread
+decompresses the instance (transcode.py) to a syntax the destination accepted; an
+instance that cannot be converted fails its own sub-operation, logged with what to do.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import build_context
+from pynetdicom import build_context, evt
 from pynetdicom.dimse_primitives import C_GET, C_MOVE
 from pynetdicom.events import Event
 from pynetdicom.presentation import PresentationContext
@@ -35,6 +38,7 @@ from archived.dicom.find import query_level
 from archived.dicom.peer import describe_peer
 from archived.dicom.settings import DicomSettings
 from archived.dicom.stats import ServiceStatistics
+from archived.dicom.transcode import AcceptedSyntaxes, CannotSend, SubAssociation, sendable
 from archived.index import FileRecord, Index
 from archived.index.query import QueryError, match_pks
 
@@ -48,6 +52,14 @@ MAX_CONTEXTS = 128
 # A transfer syntax no peer negotiates: a dataset carrying it cannot be sent, so
 # pynetdicom counts a failed sub-operation and lists its SOP Instance UID.
 UNSENDABLE_SYNTAX = UID("2.25.284430389943307061175347568422850368754")
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """An instance ready to hand to pynetdicom, or None when it cannot be sent."""
+
+    dataset: Dataset | None
+    counter: str | None = None  # what happened, when worth counting: "unreadable", ...
 
 
 @dataclass(frozen=True)
@@ -91,17 +103,14 @@ class Retriever:
 
     @staticmethod
     def contexts(items: Sequence[RetrieveItem]) -> list[PresentationContext]:
-        """Contexts for a move sub-association: stored syntaxes first, then fallbacks."""
+        """Contexts for a move sub-association: stored syntaxes first, then uncompressed
+        fallbacks for every SOP class (sent as is, or decompressed into)."""
         exact: dict[tuple[str, str], None] = {}
         fallback: dict[str, None] = {}
         for item in items:
             if item.copies:
-                tsuid = UID(item.copies[0].tsuid)
-                exact[(item.sop_cuid, tsuid)] = None
-                if not tsuid.is_compressed or tsuid.is_deflated:
-                    fallback[item.sop_cuid] = None
-            else:
-                fallback[item.sop_cuid] = None
+                exact[(item.sop_cuid, UID(item.copies[0].tsuid))] = None
+            fallback[item.sop_cuid] = None
         contexts = [build_context(cuid, [ts]) for cuid, ts in exact]
         contexts += [
             build_context(cuid, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
@@ -127,6 +136,18 @@ class Retriever:
                           copy.pk, item.sop_iuid, path, exc)  # fmt: skip
         return None
 
+    def prepare(self, item: RetrieveItem, peer: AcceptedSyntaxes) -> Prepared:
+        """Read the instance and make it sendable to ``peer`` (worker thread)."""
+        ds = self.read_best(item)
+        if ds is None:
+            return Prepared(None, "unreadable")
+        try:
+            ds, transcoded = sendable(ds, peer)
+        except CannotSend as exc:
+            LOG.error("%s", exc)
+            return Prepared(None, "untranscodable")
+        return Prepared(ds, "transcoded" if transcoded else None)
+
     # -- handlers -----------------------------------------------------------------------
 
     def handle_move(self, event: Event) -> Iterator[object]:
@@ -151,12 +172,16 @@ class Retriever:
             return
         self.touch(items)
         LOG.info("C-MOVE %s from %s to %s: %d instances", level, peer, destination, len(items))
+        sub = SubAssociation()
         yield remote.host, remote.port, {
-            "contexts": self.contexts(items), "evt_handlers": CONNECTION_HANDLERS,
-            "max_pdu": self.settings.max_pdu,
+            "contexts": self.contexts(items), "max_pdu": self.settings.max_pdu,
+            "evt_handlers": [*CONNECTION_HANDLERS, (evt.EVT_ESTABLISHED, sub.handle_established)],
         }  # fmt: skip
         yield len(items)
-        yield from self._send(event, items, C_MOVE, "move")
+        # pynetdicom resumes the handler only once the sub-association is established.
+        if sub.accepted is None:
+            raise RuntimeError(f"C-MOVE to {destination}: no established sub-association")
+        yield from self._send(event, items, C_MOVE, "move", sub.accepted)
 
     def handle_get(self, event: Event) -> Iterator[object]:
         peer = describe_peer(event.assoc)
@@ -172,54 +197,58 @@ class Retriever:
         self.touch(items)
         LOG.info("C-GET %s from %s: %d instances", level, peer, len(items))
         yield len(items)
-        yield from self._send(event, items, C_GET, "get")
+        yield from self._send(event, items, C_GET, "get", AcceptedSyntaxes.of(event.assoc))
 
     def _send(
-        self, event: Event, items: Sequence[RetrieveItem], primitive: type, name: str
-    ) -> Iterator[tuple[int, Dataset]]:
-        unreadable = 0
+        self, event: Event, items: Sequence[RetrieveItem], primitive: type, name: str,
+        peer: AcceptedSyntaxes,
+    ) -> Iterator[tuple[int, Dataset]]:  # fmt: skip
+        unsent = 0
         handed = 0
 
         def keepalive() -> None:
-            _send_pending(event, primitive, len(items), handed - unreadable, unreadable)
+            _send_pending(event, primitive, len(items), handed - unsent, unsent)
 
-        for item, ds in self._prefetched(items, keepalive):
+        for item, prepared in self._prefetched(items, peer, keepalive):
             if event.is_cancelled:
                 LOG.info("C-%s from %s cancelled", name.upper(), describe_peer(event.assoc))
                 yield CANCEL, None  # type: ignore[misc]
                 return
+            if prepared.counter is not None:
+                self.stats.count(f"{name}_{prepared.counter}")
+            ds = prepared.dataset
             if ds is None:
-                unreadable += 1
-                self.stats.count(f"{name}_unreadable")
+                unsent += 1
                 ds = _unsendable(item)
             handed += 1
             yield PENDING, ds
-        self.stats.count(f"{name}_instances", handed - unreadable)
+        self.stats.count(f"{name}_instances", handed - unsent)
 
     def _prefetched(
-        self, items: Sequence[RetrieveItem], keepalive: Callable[[], None]
-    ) -> Iterator[tuple[RetrieveItem, Dataset | None]]:
+        self, items: Sequence[RetrieveItem], peer: AcceptedSyntaxes,
+        keepalive: Callable[[], None],
+    ) -> Iterator[tuple[RetrieveItem, Prepared]]:  # fmt: skip
         with ThreadPoolExecutor(1, thread_name_prefix="archived-read") as pool:
-            queued: deque[tuple[RetrieveItem, Future[Dataset | None]]] = deque()
+            queued: deque[tuple[RetrieveItem, Future[Prepared]]] = deque()
             pending = iter(items)
             for item in pending:
-                queued.append((item, pool.submit(self.read_best, item)))
+                queued.append((item, pool.submit(self.prepare, item, peer)))
                 if len(queued) >= PREFETCH:
                     break
             try:
                 while queued:
                     item, future = queued.popleft()
-                    ds = _wait(future, self.settings.pending_interval, keepalive)
+                    prepared = _wait(future, self.settings.pending_interval, keepalive)
                     following = next(pending, None)
                     if following is not None:
-                        queued.append((following, pool.submit(self.read_best, following)))
-                    yield item, ds
+                        queued.append((following, pool.submit(self.prepare, following, peer)))
+                    yield item, prepared
             finally:
                 for _, future in queued:
                     future.cancel()
 
 
-def _wait(future: Future, interval: float, keepalive: Callable[[], None]) -> Dataset | None:
+def _wait(future: Future, interval: float, keepalive: Callable[[], None]) -> Prepared:
     while True:
         try:
             return future.result(timeout=interval)
