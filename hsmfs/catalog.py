@@ -28,8 +28,13 @@ sub-database     key                           value
 ``staging``      ino                           b"" - being staged; a partial cache file
                                                (``.part``) is discarded at the next mount
 ``hsm``          ino                           JSON: object key, md5, size, archived_at
-``queue``        ino                           due time (ns): migration queue, survives
-                                               restarts
+``queue``        ino                           due time (ns) + idle-since time (ns):
+                                               migration queue, survives restarts. With an
+                                               idle-since time (the file's last close), the
+                                               due time is that + ``migrate_after`` and
+                                               moves with it; without (0, or format 2's
+                                               8-byte value) it is fixed: a retry, an
+                                               explicit archive
 ``tars``         tar ino                       JSON: member count, "invalid" reason
 ``members``      tarindex.member_key           ordinal (4 bytes) + tarindex member record
 ``member_paths`` tar ino + ordinal (4 bytes)   member path; ordinal 0 is the tar's root.
@@ -41,6 +46,8 @@ Change log:
 1. first format.
 2. ``other_links``, so a hard-linked file keeps a name (and an object key) when its first
    link is removed.
+3. ``queue`` values carry the idle-since time, so a new ``migrate_after`` moves the due
+   times of queued files (older 8-byte values stay valid, as fixed due times).
 
 An older catalog is upgraded in place when it is opened for writing (``upgrade``).
 
@@ -70,7 +77,7 @@ from .errors import CatalogError
 
 log = logging.getLogger(__name__)
 
-CATALOG_VERSION = 2
+CATALOG_VERSION = 3
 ROOT_INO = 1
 FIRST_COOKIE = 3  # 1 and 2 are "." and ".."
 NAME_MAX = 255
@@ -424,8 +431,10 @@ class Txn:
             return [_U64.unpack(key)[0] for key in cur.iternext(keys=True, values=False)]
 
     # -- migration queue ------------------------------------------------------------------
-    def enqueue(self, ino: int, due_ns: int) -> None:
-        self._t.put(u64(ino), u64(due_ns), db=self._c.db[b"queue"])
+    def enqueue(self, ino: int, due_ns: int, idle_since_ns: int = 0) -> None:
+        """Queue a migration at ``due_ns``; with ``idle_since_ns`` (when the file was last
+        closed) the due time is that + migrate_after, and ``reschedule_idle`` moves it."""
+        self._t.put(u64(ino), _U64_PAIR.pack(due_ns, idle_since_ns), db=self._c.db[b"queue"])
 
     def dequeue(self, ino: int) -> None:
         self._t.delete(u64(ino), db=self._c.db[b"queue"])
@@ -433,7 +442,22 @@ class Txn:
     def queue(self) -> list[tuple[int, int]]:
         """(ino, due time in ns) of every queued migration."""
         with self._t.cursor(db=self._c.db[b"queue"]) as cur:
-            return [(_U64.unpack(k)[0], _U64.unpack(v)[0]) for k, v in cur]
+            return [(_U64.unpack(k)[0], _U64.unpack(v[:8])[0]) for k, v in cur]
+
+    def reschedule_idle(self, delay_ns: int) -> int:
+        """Make the due time of every file queued for being idle its idle-since time +
+        ``delay_ns`` (a new migrate_after); fixed due times stay. Returns how many moved."""
+        moved = []
+        with self._t.cursor(db=self._c.db[b"queue"]) as cur:
+            for key, value in cur:
+                if len(value) != _U64_PAIR.size:
+                    continue  # format 2: a fixed due time
+                due, idle_since = _U64_PAIR.unpack(value)
+                if idle_since and due != idle_since + delay_ns:
+                    moved.append((bytes(key), _U64_PAIR.pack(idle_since + delay_ns, idle_since)))
+        for key, value in moved:
+            self._t.put(key, value, db=self._c.db[b"queue"])
+        return len(moved)
 
     # -- HSM records --------------------------------------------------------------------
     def hsm_record(self, ino: int) -> dict[str, Any]:
@@ -561,4 +585,5 @@ def upgrade(txn: Txn, version: int) -> None:
         # format 1 had no name left, and one of its links becomes it.
         for parent, entry in list(txn.all_entries()):
             txn.record_link(entry.ino, u64(parent) + entry.name)
+    # 3 only adds a longer form of queue values; the old form stays valid.
     txn.set_meta(b"version", str(CATALOG_VERSION).encode())

@@ -75,19 +75,38 @@ class Migrator:
 
     # -- queue ----------------------------------------------------------------------------
     def schedule(self, ino: int, delay: float | None = None) -> None:
-        """Queue ``ino`` for migration after ``delay`` (default: migrate_after)."""
+        """Queue ``ino`` for migration after ``delay``; by default after migrate_after,
+        which a reloaded configuration may change while the file waits."""
+        now = now_ns()
+        idle_since = now if delay is None else 0
         if delay is None:
             delay = self.config.hsm.migrate_after
         with self.catalog.write() as txn:
             inode = txn.get_inode(ino)
             if inode is None or inode.hsm_flags & HsmFlag.NOARCHIVE:
                 return
-            txn.enqueue(ino, now_ns() + int(delay * 1e9))
+            txn.enqueue(ino, now + int(delay * 1e9), idle_since)
         if delay == 0:
             self._wakeup.set()
 
+    def reconfigure(self, config: Config) -> None:
+        """Apply a reloaded configuration: files queued for migrate_after follow its new
+        value, and the policy loop runs at once with the new settings."""
+        self.config = config
+        self._apply_migrate_after()
+        self._wakeup.set()
+
+    def _apply_migrate_after(self) -> None:
+        # One transaction: a crash keeps every entry, with the old or the new due time.
+        delay = self.config.hsm.migrate_after
+        with self.catalog.write() as txn:
+            moved = txn.reschedule_idle(int(delay * 1e9))
+        if moved:
+            log.info("%d queued file(s) now migrate %g s after their last close", moved, delay)
+
     async def run(self, nursery: trio.Nursery) -> None:
         """The policy loop: start due uploads, release by watermarks."""
+        self._apply_migrate_after()  # the configuration may have changed while unmounted
         while True:
             with trio.move_on_after(self.config.hsm.scan_interval):
                 await self._wakeup.wait()

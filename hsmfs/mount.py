@@ -295,7 +295,7 @@ class Daemon:
         if self.fs is not None:
             self.fs.config = new
             if self.fs.migrator is not None:
-                self.fs.migrator.config = new
+                self.fs.migrator.reconfigure(new)
         log.info("configuration reloaded from %s", self.options.config_file)
 
     async def _periodic_sync(self) -> None:
