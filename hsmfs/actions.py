@@ -77,7 +77,7 @@ class Actions:
                 "error": error,
                 **self.backend.statistics(),
             },
-            "cache": fs.migrator.watermarks(),
+            "cache": await trio.to_thread.run_sync(fs.migrator.watermarks),
             "migration": fs.migrator.statistics(),
             "staging": fs.stager.statistics(),
             "fs": fs.statistics(),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 from wsgiref.simple_server import WSGIServer
 
@@ -28,14 +28,14 @@ log = logging.getLogger(__name__)
 # Seconds; a stage is one whole-file download, from a few ms (small, local) to minutes.
 STAGE_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
-Gather = Callable[[], dict[str, dict[str, Any]]]
+Statistics = dict[str, dict[str, Any]]
 
 
-def daemon_statistics(fs: HsmFs, backend: ObjectStore) -> dict[str, dict[str, Any]]:
-    """What one scrape reads; call it in the trio loop."""
+async def daemon_statistics(fs: HsmFs, backend: ObjectStore) -> Statistics:
+    """What one scrape reads, in the trio loop (the cache's use in a worker thread)."""
     assert fs.migrator is not None and fs.stager is not None
     return {
-        "cache": fs.migrator.watermarks(),
+        "cache": await trio.to_thread.run_sync(fs.migrator.watermarks),
         "migration": fs.migrator.statistics(),
         "staging": fs.stager.statistics(),
         "backend": backend.statistics(),
@@ -45,7 +45,7 @@ def daemon_statistics(fs: HsmFs, backend: ObjectStore) -> dict[str, dict[str, An
 class HsmCollector(Collector):
     """Turns one statistics snapshot (see ``gather``) into metric families per scrape."""
 
-    def __init__(self, gather: Gather) -> None:
+    def __init__(self, gather: Callable[[], Statistics]) -> None:
         self.gather = gather
 
     def collect(self) -> Iterator[Metric]:
@@ -109,13 +109,15 @@ class MetricsEndpoint:
     Use as a context manager inside the trio loop; ``gather`` runs in that loop.
     """
 
-    def __init__(self, address: str, port: int, gather: Gather) -> None:
+    def __init__(
+        self, address: str, port: int, gather: Callable[[], Awaitable[Statistics]]
+    ) -> None:
         self.address = address
         self.requested_port = port
         self.registry = CollectorRegistry()
         token = trio.lowlevel.current_trio_token()
         self.registry.register(
-            HsmCollector(lambda: trio.from_thread.run_sync(gather, trio_token=token))
+            HsmCollector(lambda: trio.from_thread.run(gather, trio_token=token))
         )
         self.stage_seconds = Histogram(
             "hsmfs_stage_duration_seconds", "Time from the first read of a released file "

@@ -246,6 +246,8 @@ class Migrator:
         return inode.size
 
     def watermarks(self) -> dict[str, int]:
+        """Cache use against the marks: a statvfs, which may wait for the cache disk (call
+        it in a worker thread)."""
         usage = self.cache.usage()
         hsm = self.config.hsm
         return {
@@ -256,7 +258,7 @@ class Migrator:
         }
 
     async def release_by_policy(self) -> int:
-        marks = self.watermarks()
+        marks = await trio.to_thread.run_sync(self.watermarks, limiter=self.limiter)
         over = marks["used"] - marks["low"] if marks["used"] > marks["high"] else 0
         max_age = self.config.hsm.release_after
         if (over <= 0 and max_age is None) or time.monotonic() < self._next_sweep:

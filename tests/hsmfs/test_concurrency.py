@@ -317,3 +317,29 @@ def test_an_unlink_stuck_on_the_cache_does_not_stall_the_others(
     assert not (mnt / "victim").exists()
     wait_for(lambda: not any(p.is_file() for p in (lower.mnt / "cache" / "data").rglob("*")),
              what="the data of the unlinked file to be removed")  # fmt: skip
+
+
+def test_a_policy_run_stuck_on_the_cache_does_not_stall_requests(
+    stacked: tuple[HsmMount, HsmMount],
+) -> None:
+    """The policy loop measures the cache's file system every scan_interval (statvfs):
+    with that file system stuck, requests that do not touch the cache still answer."""
+    upper, lower = stacked
+    mnt = upper.mnt
+    (mnt / "d").mkdir()
+    assert upper.proc is not None and lower.proc is not None
+    baseline = threads_waiting_for_fuse(upper.proc.pid)
+    lower.proc.send_signal(signal.SIGSTOP)
+    try:
+        wait_for(lambda: threads_waiting_for_fuse(upper.proc.pid) > baseline,
+                 what="the policy loop to wait for the cache")  # fmt: skip
+
+        def other_requests() -> None:
+            for i in range(10):
+                os.mkdir(mnt / "d" / f"sub{i}")
+            assert len(os.listdir(mnt / "d")) == 10
+
+        run_bounded(other_requests, 60, "requests next to the stuck policy run")
+        assert threads_waiting_for_fuse(upper.proc.pid) > baseline
+    finally:
+        lower.proc.send_signal(signal.SIGCONT)
