@@ -1,5 +1,8 @@
 """archived: the archive daemon. `archived serve --config URI` runs the DICOM service.
 
+The index file: --index, else $ARCHIVED_INDEX, else IndexPath of the archive's device in the
+configuration (default /var/lib/archived/index.sqlite); read at start-up.
+
 Exit codes: 0 stopped by SIGTERM/SIGINT; 2 usage; 65 bad data (index); 69 cannot listen;
 70 internal or configuration error; 71 configuration store unavailable; 72 configuration
 not found; 78 index written by a newer archived.
@@ -8,14 +11,15 @@ not found; 78 index written by a newer archived.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
 import socket
+import sqlite3
 import sys
 import threading
 from collections.abc import Sequence
-from pathlib import Path
 
 from archived.conf import ConfigError, open_store
 from archived.conf.upgrade import UpgradeRunner, load_upgrade_settings
@@ -23,19 +27,15 @@ from archived.dicom import ArchiveServer, DicomServiceError
 from archived.dicom.config import settings_from_config
 from archived.dicom.status_file import status_path, write_status
 from archived.index import ArchiveIndexError, Index
+from archived.indexpath import IndexLocation, configured_index, locate_index
 from archived.logsetup import setup_logging
 from archived.metrics import MetricsEndpoint, parse_address
 from archived.sdnotify import Notifier
 from archived.services.scheduler import Scheduler, archive_settings
 
-DEFAULT_INDEX = "/var/lib/archived/index.sqlite"
 DEFAULT_STOP_TIMEOUT = 30.0
 STATUS_INTERVAL = 2.0
 LOG = logging.getLogger("archived")
-
-
-def index_path(value: str | None) -> Path:
-    return Path(value or os.environ.get("ARCHIVED_INDEX") or DEFAULT_INDEX)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="configuration store URI (default: $ARCHIVED_CONFIG)")  # fmt: skip
     serve.add_argument(
         "--index", default=None,
-        help=f"index file (default: $ARCHIVED_INDEX, else {DEFAULT_INDEX})",
+        help="index file (default: $ARCHIVED_INDEX, else IndexPath in the configuration)",
     )  # fmt: skip
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
     serve.add_argument(
@@ -83,6 +83,19 @@ def metrics_address(text: str) -> tuple[str, int]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def open_index(location: IndexLocation) -> Index:
+    """The index at ``location``, its directory created; errors name the file and its source."""
+    try:
+        location.path.parent.mkdir(parents=True, exist_ok=True)
+        return Index(location.path)
+    except (OSError, sqlite3.Error) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ArchiveIndexError(
+            f"{location.path}: cannot open the index ({reason}; path from {location.source}); "
+            "check the path and its permissions"
+        ) from None
+
+
 def serve(args: argparse.Namespace) -> int:
     setup_logging(args.log_level)
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
@@ -91,13 +104,16 @@ def serve(args: argparse.Namespace) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     signal.signal(signal.SIGHUP, lambda *_: reload_requested.set())
-    path = index_path(args.index)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open_store(args.config) as store, Index(path) as index:
+    with contextlib.ExitStack() as stack:
+        store = stack.enter_context(open_store(args.config))
         if args.upgrade_settings:  # before anything reads the configuration
             settings_file = load_upgrade_settings(args.upgrade_settings)
             UpgradeRunner(store, settings_file, args.deployment).run()
         settings, file_systems = settings_from_config(store)
+        location = locate_index(args.index, lambda: configured_index(store))
+        path = location.path
+        index = stack.enter_context(open_index(location))
+        LOG.info("index %s (path from %s)", path, location.source)
         index.mirror_filesystems(file_systems)
         server = ArchiveServer(settings, index)
 
@@ -107,6 +123,7 @@ def serve(args: argparse.Namespace) -> int:
                 index.mirror_filesystems(new_file_systems)
                 server.reconfigure(new_settings)
                 LOG.info("configuration reloaded")
+                warn_if_index_moved(location, configured_index(store))
             except (ConfigError, ArchiveIndexError) as exc:
                 LOG.error("configuration change not applied: %s", exc)
 
@@ -138,6 +155,15 @@ def serve(args: argparse.Namespace) -> int:
                 metrics.stop()
             status.unlink(missing_ok=True)
     return 0
+
+
+def warn_if_index_moved(used: IndexLocation, configured: IndexLocation) -> None:
+    """IndexPath is read at start-up only: say so when the configuration now names another."""
+    if used.source == configured.source and used.path != configured.path:
+        LOG.warning(
+            "IndexPath is now %s, but archived keeps using %s until it is restarted",
+            configured.path, used.path,
+        )  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,5 +1,9 @@
 """archivectl sub-commands of the configuration store: config, ae, fs.
 
+Values equal to their defaults are not stored. `config get` of such a setting prints its
+default, `config get --defaults` fills in every default below the node, and `config set`
+prints the value now in effect (e.g. .../ArchiveDeviceExtension/IndexPath).
+
 Every command prints JSON on stdout. Errors print one line on stderr and exit with the code of
 their class: 70 configuration error, 71 store unavailable, 72 not found, 73 integrity check
 failed, 74 optimistic lock conflict, 75 read-only configuration, 76 upgrade failed, 66 input
@@ -15,7 +19,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from archived.conf.errors import ConfigError
+from archived.conf.errors import ConfigError, NotFoundError
 from archived.conf.model import (
     DEFAULT_DEVICE_NAME,
     AEPermissions,
@@ -90,8 +94,18 @@ def _import(args: argparse.Namespace, store: ConfigStore) -> Any:
     return {"imported": args.file, "devices": store.list_device_names()}
 
 
+def _effective(store: ConfigStore, path: str) -> Any:
+    """The stored node, else the default of a setting that is not stored."""
+    try:
+        return store.get_node(path)
+    except NotFoundError:
+        return store.get_node(path, defaults=True)
+
+
 def _get(args: argparse.Namespace, store: ConfigStore) -> Any:
-    return store.get_node(args.path)
+    if args.defaults:
+        return store.get_node(args.path, defaults=True)
+    return _effective(store, args.path)
 
 
 def _set(args: argparse.Namespace, store: ConfigStore) -> Any:
@@ -100,7 +114,7 @@ def _set(args: argparse.Namespace, store: ConfigStore) -> Any:
     except json.JSONDecodeError:
         value = args.value  # a bare word is a string
     store.persist_node(args.path, value)
-    return store.get_node(args.path)
+    return _effective(store, args.path)  # a value equal to its default is not stored
 
 
 def _list(args: argparse.Namespace, store: ConfigStore) -> Any:
@@ -223,6 +237,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.set_defaults(handler=_command(_import))
     p = sub.add_parser("get", help="print the node at a path")
     p.add_argument("path", help=f"JSON Pointer, e.g. {DEVICES_PATH}/archived")
+    p.add_argument(
+        "--defaults", action="store_true", help="fill in the settings left at their defaults"
+    )
     p.set_defaults(handler=_command(_get))
     p = sub.add_parser("set", help="replace the node at a path with a JSON value")
     p.add_argument("path")

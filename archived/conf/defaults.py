@@ -101,6 +101,19 @@ def carry_secrets(stored: Any, target: Any, cls: type[Configurable]) -> None:
                 del sub[key]
 
 
+def with_defaults(stored: Any, typed: Any) -> Any:
+    """``stored`` with every value of ``typed`` (the full dump of the same node, defaults
+    included) that it lacks: the node as the code sees it. Stored values and keys unknown to
+    the model (extensions) win; list items pair by position (the dump keeps the order)."""
+    if isinstance(stored, dict) and isinstance(typed, dict):
+        merged = {k: with_defaults(stored[k], v) if k in stored else v for k, v in typed.items()}
+        merged.update((k, v) for k, v in stored.items() if k not in typed)
+        return merged
+    if isinstance(stored, list) and isinstance(typed, list) and len(stored) == len(typed):
+        return [with_defaults(s, t) for s, t in zip(stored, typed, strict=True)]
+    return stored
+
+
 def json_copy(node: Any) -> Any:
     """A deep copy of a JSON node (several times faster than copy.deepcopy)."""
     return json.loads(json.dumps(node))

@@ -40,6 +40,7 @@ UUID_KEY = "_.uuid"
 DEFAULT_DEVICE_NAME = "archived"
 DEFAULT_AE_TITLE = "ARCHIVED"
 DEFAULT_PORT = 11112
+DEFAULT_INDEX_PATH = "/var/lib/archived/index.sqlite"
 
 
 def new_uuid() -> str:
@@ -274,9 +275,35 @@ class ArchiveDeviceExtension(_Archive):
     network_timeout: float = Field(60.0, alias="NetworkTimeout", gt=0)
     duplicate_sop_policy: Literal["ignore", "replace"] = Field("ignore", alias="DuplicateSOPPolicy")
     accept_unknown_calling_aets: bool = Field(False, alias="AcceptUnknownCallingAETs")
+    pending_interval: float = Field(
+        5.0, alias="PendingResponseInterval", gt=0,
+        description="Seconds a C-MOVE or C-GET waits for a copy (hsmfs staging it from S3) "
+        "before it sends a Pending response, so the requester's DIMSE timeout does not expire",
+    )  # fmt: skip
+    stgcmt_same_association: bool = Field(
+        False, alias="StgCmtOnSameAssociation",
+        description="Storage commitment: send the N-EVENT-REPORT on the requesting "
+        "association (true) or on a new association to the requester's configured host and "
+        "port (false)",
+    )  # fmt: skip
+    index_path: str = Field(
+        DEFAULT_INDEX_PATH, alias="IndexPath", min_length=1,
+        description="The SQLite index file, an absolute path; read at start-up (a change "
+        "needs a restart). `archived serve --index` and $ARCHIVED_INDEX override it",
+    )  # fmt: skip
     file_system_groups: list[FileSystemGroup] = Field(default_factory=list)
     file_copy: FileCopy = Field(default_factory=FileCopy)
     sync_file_status: SyncFileStatus = Field(default_factory=SyncFileStatus)
+
+    @field_validator("index_path")
+    @classmethod
+    def _absolute_index_path(cls, path: str) -> str:
+        if not path.startswith("/"):  # relative: it would depend on each process's cwd
+            raise ValueError(
+                f"IndexPath {path!r} is relative; write an absolute path, e.g. "
+                f"{DEFAULT_INDEX_PATH}"
+            )
+        return path
 
     def group(self, group_id: str) -> FileSystemGroup | None:
         return next((g for g in self.file_system_groups if g.group_id == group_id), None)

@@ -232,11 +232,17 @@ class ConfigStore:
             return reading.public_tree()
         return assemble({n: e.public_node for n, e in reading.devices.items()}, reading.rest)
 
-    def get_node(self, path: str = "/") -> Any:
-        """The node at a JSON Pointer path (secrets left out)."""
+    def get_node(self, path: str = "/", *, defaults: bool = False) -> Any:
+        """The node at a JSON Pointer path (secrets left out).
+
+        Values equal to their defaults are not stored; ``defaults=True`` fills them in
+        below a device (a device that fails validation is shown as stored).
+        """
         parts = split_path(path)
         if len(parts) >= 3 and "/" + "/".join(parts[:2]) == DEVICES_PATH:
-            return get_at(self._entry(parts[2]).public_node, parts[3:], tuple(parts[:3]))
+            entry = self._entry(parts[2])
+            node = entry.effective_node if defaults and entry.error is None else entry.public_node
+            return get_at(node, parts[3:], tuple(parts[:3]))
         return get_at(self._public_tree(), parts)
 
     def persist_node(self, path: str, node: Any) -> None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from archived.conf.backends import Snapshot
-from archived.conf.defaults import strip_secrets, validate_device
+from archived.conf.defaults import strip_secrets, validate_device, with_defaults
 from archived.conf.errors import IntegrityError
 from archived.conf.integrity import DeviceIndex, check_device, index_device
 from archived.conf.model import Device
@@ -34,6 +34,12 @@ class DeviceEntry:
     @functools.cached_property
     def public_node(self) -> Any:
         return strip_secrets(self.node, Device)
+
+    @functools.cached_property
+    def effective_node(self) -> Any:
+        """public_node with every setting left at its default (never stored) filled in."""
+        typed = self.shared.model_dump(mode="json", by_alias=True)
+        return with_defaults(self.public_node, strip_secrets(typed, Device))
 
     @functools.cached_property
     def hashes(self) -> dict[str, str]:

@@ -1,8 +1,9 @@
 """archivectl sub-commands of the DICOM index and service: study list|show, status.
 
 (`archivectl ae list` belongs to archived.conf.commands.) Tables by default, JSON with
---json. Errors print one line on stderr: 65 unknown study, 66 index file missing,
-78 index written by a newer archived.
+--json. The index file: --index, else $ARCHIVED_INDEX, else IndexPath in the configuration
+(see archived.indexpath). Errors print one line on stderr: 65 unknown study, 66 index file
+missing, 78 index written by a newer archived, 70-76 configuration store errors.
 """
 
 from __future__ import annotations
@@ -12,32 +13,31 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
+from archived.conf import ConfigError, open_store
 from archived.dicom.status_file import read_status, status_path
 from archived.index import ArchiveIndexError, FileStatus, Index
 from archived.index.query import find
+from archived.indexpath import IndexLocation, configured_index, locate_index
 from archived.services.status import split_service_status
 
 EX_NOINPUT = 66
-DEFAULT_INDEX = "/var/lib/archived/index.sqlite"
 
 
-def _index_path(args: argparse.Namespace) -> Path:
-    from archived.cli import index_path
-
-    return index_path(args.index)
+def _configured(args: argparse.Namespace) -> IndexLocation:
+    with open_store(args.config) as store:
+        return configured_index(store)
 
 
 def _open(args: argparse.Namespace) -> Index:
-    path = _index_path(args)
-    if not path.is_file():
-        raise _NoIndexError(f"{path}: no index there; pass --index or set $ARCHIVED_INDEX")
-    return Index(path)
+    location = locate_index(args.index, lambda: _configured(args))
+    if not location.path.is_file():
+        raise _NoIndexError(location.missing())
+    return Index(location.path)
 
 
 class _NoIndexError(ArchiveIndexError):
@@ -49,7 +49,7 @@ def _command(handler: Callable[[argparse.Namespace, Index], Any]) -> Callable[..
         try:
             with _open(args) as index:
                 result = handler(args, index)
-        except ArchiveIndexError as exc:
+        except (ArchiveIndexError, ConfigError) as exc:
             print(f"archivectl: {exc}", file=sys.stderr)
             return exc.exit_code
         if args.json:
@@ -174,7 +174,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     def common(p: argparse.ArgumentParser, render: str) -> None:
         p.add_argument(
             "--index", default=None,
-            help=f"index file (default: $ARCHIVED_INDEX, else {DEFAULT_INDEX})",
+            help="index file (default: $ARCHIVED_INDEX, else IndexPath in the configuration)",
         )  # fmt: skip
         p.add_argument("--json", action="store_true", help="print JSON instead of a table")
         p.set_defaults(render=render)

@@ -45,6 +45,8 @@ def settings_from_config(store: ConfigStore) -> tuple[DicomSettings, list[FileSy
         network_timeout=ext.network_timeout,
         duplicate_policy=ext.duplicate_sop_policy,
         accept_unknown_calling_aets=ext.accept_unknown_calling_aets,
+        pending_interval=ext.pending_interval,
+        stgcmt_same_association=ext.stgcmt_same_association,
         remote_aes=remote_aes(store),
     )
     file_systems = [

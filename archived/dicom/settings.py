@@ -41,10 +41,12 @@ class DicomSettings:
     duplicate_policy: DuplicatePolicy = "ignore"
     accept_unknown_calling_aets: bool = False
     remote_aes: tuple[RemoteAE, ...] = field(default_factory=tuple)
-    # A retrieve waiting this long for a copy (hsmfs staging from S3) sends a pending response.
+    # A retrieve waiting this long for a copy (hsmfs staging from S3) sends a pending response
+    # (PendingResponseInterval in the configuration).
     pending_interval: float = 5.0
     # Storage commitment: answer with N-EVENT-REPORT on the requesting association (True)
-    # or on a new association to the requester's configured host and port (False).
+    # or on a new association to the requester's configured host and port (False);
+    # StgCmtOnSameAssociation in the configuration.
     stgcmt_same_association: bool = False
 
     def remote(self, ae_title: str) -> RemoteAE | None:

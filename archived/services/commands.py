@@ -6,6 +6,7 @@ be deleted and why the other studies are kept). Exit codes: 0 done; 1 the run re
 errors (each printed); 64 the service is not configured; 65 the index lacks a row;
 66 no index file; 69 the nearline file system is not a live hsmfs mount; 74 a tar could
 not be written; 75 another run holds the lock; 70-76 configuration store errors.
+The index file: --index, else $ARCHIVED_INDEX, else IndexPath in the configuration.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from archived.conf import ConfigError, open_store
+from archived.conf import ConfigError, ConfigStore, open_store
 from archived.index import ArchiveIndexError, FileSystemSpec, Index
+from archived.indexpath import configured_index, locate_index
 from archived.services.errors import ServiceError
 from archived.services.report import RunReport
 from archived.services.scheduler import archive_settings, build_services, run_service
@@ -28,29 +30,15 @@ EX_NOINPUT = 66
 SERVICES = ("filecopy", "sync", "deleter")
 
 
-def _index_path(value: str | None) -> Path:
-    from archived.cli import index_path
-
-    return index_path(value)
-
-
 def _run(args: argparse.Namespace) -> int:
-    path = _index_path(args.index)
-    if not path.is_file():
-        print(
-            f"archivectl: {path}: no index there; pass --index or set $ARCHIVED_INDEX",
-            file=sys.stderr,
-        )
-        return EX_NOINPUT
     try:
-        with open_store(args.config) as store, Index(path) as index:
-            settings = archive_settings(store)
-            index.mirror_filesystems(
-                FileSystemSpec(fs.uuid, group.group_id, fs.path, fs.status.value)
-                for group, fs in settings().iter_file_systems()
-            )
-            service = build_services(index, settings)[args.service]
-            report = run_service(service, path, dry_run=args.dry_run)
+        with open_store(args.config) as store:
+            location = locate_index(args.index, lambda: configured_index(store))
+            path = location.path
+            if not path.is_file():
+                print(f"archivectl: {location.missing()}", file=sys.stderr)
+                return EX_NOINPUT
+            report = _run_service(args, store, path)
     except (ServiceError, ConfigError, ArchiveIndexError) as exc:
         print(f"archivectl: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -60,6 +48,17 @@ def _run(args: argparse.Namespace) -> int:
     else:
         _print(report)
     return 1 if report.errors else 0
+
+
+def _run_service(args: argparse.Namespace, store: ConfigStore, path: Path) -> RunReport:
+    with Index(path) as index:
+        settings = archive_settings(store)
+        index.mirror_filesystems(
+            FileSystemSpec(fs.uuid, group.group_id, fs.path, fs.status.value)
+            for group, fs in settings().iter_file_systems()
+        )
+        service = build_services(index, settings)[args.service]
+        return run_service(service, path, dry_run=args.dry_run)
 
 
 def _print(report: RunReport) -> None:
@@ -87,7 +86,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument(
         "--index",
         default=None,
-        help="index file (default: $ARCHIVED_INDEX, else /var/lib/archived/index.sqlite)",
+        help="index file (default: $ARCHIVED_INDEX, else IndexPath in the configuration)",
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(handler=_run)

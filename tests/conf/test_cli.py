@@ -110,3 +110,34 @@ def test_errors_are_one_line_with_a_documented_code(tmp_path: Path) -> None:
         capture_output=True, text=True, env=env, timeout=60,
     )  # fmt: skip
     assert done.returncode == 71 and "cannot open configuration store ftp://x/y" in done.stderr
+
+
+def test_config_get_and_set_show_settings_left_at_their_defaults(
+    capsys: pytest.CaptureFixture[str], store_uri: str
+) -> None:
+    run(capsys, "--config", store_uri, "fs", "add", "--group", "ONLINE_STORAGE", "/data/online")
+    ext = f"{DEVICES}/archived/deviceExtensions/ArchiveDeviceExtension"
+    for name, default in (("IndexPath", "/var/lib/archived/index.sqlite"),
+                          ("PendingResponseInterval", 5.0), ("StgCmtOnSameAssociation", False),
+                          ("MaximumAssociations", 20)):  # fmt: skip
+        assert run(capsys, "--config", store_uri, "config", "get", f"{ext}/{name}") == (
+            0, default, "")
+    shown = run(capsys, "--config", store_uri, "config", "get", "--defaults", ext)[1]
+    assert shown["IndexPath"] == "/var/lib/archived/index.sqlite"  # type: ignore[index]
+    assert shown["FileSystemGroups"][0]["FileSystems"][0]["DirectoryPath"] == "/data/online"  # type: ignore[index]
+    assert "IndexPath" not in run(capsys, "--config", store_uri, "config", "get", ext)[1]  # type: ignore[operator]
+
+    assert run(capsys, "--config", store_uri, "config", "set", f"{ext}/IndexPath",
+               "/srv/archived/index.sqlite") == (0, "/srv/archived/index.sqlite", "")  # fmt: skip
+    assert run(capsys, "--config", store_uri, "config", "set", f"{ext}/PendingResponseInterval",
+               "5") == (0, 5, "")  # the default again: not stored, still shown  # fmt: skip
+    with open_store(store_uri) as store:
+        settings = store.own_device().archive
+        assert settings is not None and settings.index_path == "/srv/archived/index.sqlite"
+        assert "PendingResponseInterval" not in store.get_node(ext)
+
+    code, _, err = run(capsys, "--config", store_uri, "config", "set", f"{ext}/IndexPath",
+                       "index.sqlite")  # fmt: skip
+    assert code == 73 and f"{ext}/IndexPath" in err and "write an absolute path" in err
+    code, _, err = run(capsys, "--config", store_uri, "config", "get", f"{ext}/NoSuchSetting")
+    assert code == 72 and "no node at" in err

@@ -113,3 +113,31 @@ def test_normalize_names_the_bad_field() -> None:
         normalize_device({"dicomDeviceName": "D", "dicomNetworkConnection": [{"dicomPort": "x"}]},
                          "/root/D")  # fmt: skip
     assert raised.value.path == "/root/D/dicomNetworkConnection/0/dicomPort"
+
+
+def test_index_path_and_dicom_settings_default_to_what_archived_used_before() -> None:
+    from archived.dicom import DicomSettings
+
+    ext = ArchiveDeviceExtension()
+    assert ext.index_path == "/var/lib/archived/index.sqlite"
+    assert ext.pending_interval == DicomSettings().pending_interval == 5.0
+    assert ext.stgcmt_same_association is DicomSettings().stgcmt_same_association is False
+    for name in ("index_path", "pending_interval", "stgcmt_same_association"):
+        assert ArchiveDeviceExtension.model_fields[name].description, name
+    node = to_node(ArchiveDeviceExtension(index_path="/srv/index.sqlite", pending_interval=2.5,
+                                          stgcmt_same_association=True))  # fmt: skip
+    assert node == {"IndexPath": "/srv/index.sqlite", "PendingResponseInterval": 2.5,
+                    "StgCmtOnSameAssociation": True}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [("IndexPath", "state/index.sqlite", "IndexPath 'state/index.sqlite' is relative"),
+     ("IndexPath", "", "at least 1 character"),
+     ("PendingResponseInterval", 0, "greater than 0"),
+     ("StgCmtOnSameAssociation", "sometimes", "valid boolean")],
+)  # fmt: skip
+def test_bad_index_path_and_dicom_settings_are_refused(field: str, value: object,
+                                                       message: str) -> None:  # fmt: skip
+    with pytest.raises(ValidationError, match=message):
+        ArchiveDeviceExtension.model_validate({field: value})
