@@ -61,14 +61,18 @@ class NewCopy:
 def add_copies(
     index: Index, fs_pk: int, copies: Sequence[NewCopy], status: FileStatus
 ) -> list[int]:
-    """Index the members of one tar in one transaction; return the new file pks."""
+    """Index the members of one tar in one transaction; return the new file pks.
+
+    The same transaction clears FileCopy's retry state of their series (copyretry).
+    """
     now = time.time()
     pks = []
+    series_pks: set[int] = set()
     with index.write() as conn:
         for copy in copies:
             row = conn.execute(
-                """SELECT i.pk, se.study_fk FROM instance i JOIN series se ON se.pk = i.series_fk
-                   WHERE i.sop_iuid = ?""",
+                """SELECT i.pk, se.study_fk, se.pk FROM instance i
+                   JOIN series se ON se.pk = i.series_fk WHERE i.sop_iuid = ?""",
                 (copy.sop_iuid,),
             ).fetchone()
             if row is None:
@@ -85,6 +89,10 @@ def add_copies(
                    VALUES (?, ?, ?) ON CONFLICT (study_fk, filesystem_fk) DO NOTHING""",
                 (row[1], fs_pk, now),
             )
+            series_pks.add(row[2])
+        conn.executemany(
+            "DELETE FROM filecopy_retry WHERE series_fk = ?", [(pk,) for pk in series_pks]
+        )
     return pks
 
 

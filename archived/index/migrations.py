@@ -3,6 +3,8 @@
 Change log:
   1  initial schema: filesystem, patient, study, series, instance, file, study_on_fs,
      stgcmt (schema.sql).
+  2  filecopy_retry: FileCopy's retry state of failed series (failures, next attempt,
+     error), which was kept in memory and lost on a restart.
 
 A new version adds ``MIGRATIONS[n]`` (the SQL that turns version n-1 into n) and updates
 schema.sql, which always describes the newest version in full.
@@ -15,10 +17,21 @@ from importlib import resources
 
 from archived.index.errors import SchemaVersionError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
-# version -> SQL upgrading the database from version-1 to version
-MIGRATIONS: dict[int, str] = {}
+# version -> SQL upgrading the database from version-1 to version. Written out in full
+# (never read from schema.sql, which moves on with later versions).
+MIGRATIONS: dict[int, str] = {
+    2: """
+CREATE TABLE filecopy_retry (
+    series_fk     INTEGER PRIMARY KEY REFERENCES series (pk) ON DELETE CASCADE,
+    failures      INTEGER NOT NULL CHECK (failures >= 1),
+    next_attempt  REAL,
+    error         TEXT NOT NULL,
+    failed_time   REAL NOT NULL
+);
+""",
+}
 
 
 def schema_sql() -> str:

@@ -1,4 +1,4 @@
--- archived's DICOM index, schema version 1 (see migrations.py for the change log).
+-- archived's DICOM index, schema version 2 (see migrations.py for the change log).
 -- Idempotent: applied to a new, empty database; older databases are upgraded by
 -- migrations.py instead. Times are Unix seconds (REAL, UTC). Strings are stored decoded
 -- (Unicode); DICOM dates are 'YYYYMMDD', times 'HHMMSS[.FFFFFF]' as received.
@@ -116,3 +116,14 @@ CREATE TABLE IF NOT EXISTS stgcmt (
     report_time    REAL                     -- N-EVENT-REPORT answered by the requester
 );
 CREATE INDEX IF NOT EXISTS stgcmt_transaction ON stgcmt (transaction_uid);
+
+-- FileCopy's back-off per failed series, kept here so that a restart keeps it; the row
+-- goes once the series is copied.
+CREATE TABLE IF NOT EXISTS filecopy_retry (
+    series_fk     INTEGER PRIMARY KEY REFERENCES series (pk) ON DELETE CASCADE,
+    failures      INTEGER NOT NULL CHECK (failures >= 1), -- failed FileCopy attempts in a row
+    next_attempt  REAL,                     -- when FileCopy tries again; NULL: RetryIntervals
+                                            -- used up, the series waits for a forced run
+    error         TEXT NOT NULL,            -- why the last attempt failed
+    failed_time   REAL NOT NULL             -- when the last attempt failed
+);
