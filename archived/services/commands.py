@@ -1,12 +1,17 @@
 """archivectl run filecopy|sync|deleter [--dry-run]: run one lifecycle service now.
 
 The run takes the service's lock, so it never overlaps a scheduled run of `archived
-serve`. --dry-run changes nothing and lists what would be done (the deleter: what would
-be deleted and why the other studies are kept). Exit codes: 0 done; 1 the run reported
-errors (each printed); 64 the service is not configured; 65 the index lacks a row;
-66 no index file; 69 the nearline file system is not a live hsmfs mount; 74 a tar could
-not be written; 75 another run holds the lock; 70-76 configuration store errors.
-The index file: --index, else $ARCHIVED_INDEX, else IndexPath in the configuration.
+serve`. It is forced: filecopy also retries the series waiting for their RetryIntervals
+or that used them up. --dry-run changes nothing and lists what would be done (the
+deleter: what would be deleted and why the other studies are kept). Progress goes to
+stderr while it runs: a progress bar on a terminal, else one line per item; the report
+follows on stdout. The index file: --index, else $ARCHIVED_INDEX, else IndexPath in the
+configuration.
+
+Exit codes: 0 done; 1 the run reported errors (each printed); 64 the service is not
+configured; 65 the index lacks a row; 66 no index file; 69 the nearline file system is
+not a live hsmfs mount; 74 a tar could not be written; 75 another run holds the lock;
+70-76 configuration store errors.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from archived.conf import ConfigError, ConfigStore, open_store
 from archived.index import ArchiveIndexError, FileSystemSpec, Index
 from archived.indexpath import configured_index, locate_index
 from archived.services.errors import ServiceError
+from archived.services.progressview import ProgressView
 from archived.services.report import RunReport
 from archived.services.scheduler import archive_settings, build_services, run_service
 
@@ -58,7 +64,8 @@ def _run_service(args: argparse.Namespace, store: ConfigStore, path: Path) -> Ru
             for group, fs in settings().iter_file_systems()
         )
         service = build_services(index, settings)[args.service]
-        return run_service(service, path, dry_run=args.dry_run)
+        with ProgressView() as view:
+            return run_service(service, path, dry_run=args.dry_run, force=True, progress=view)
 
 
 def _print(report: RunReport) -> None:

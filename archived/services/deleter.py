@@ -37,6 +37,7 @@ from archived.index.lifecycle import (
 )
 from archived.services.base import Service
 from archived.services.intervals import TaskInterval
+from archived.services.progress import ProgressCallback, Tracker, no_progress
 from archived.services.report import RunReport
 
 LOG = logging.getLogger("archived.services.deleter")
@@ -82,8 +83,13 @@ class DeleterService(Service):
         active = [p for p in periods if p is not None]
         return TaskInterval(min(active)) if active else None
 
-    def run(self, dry_run: bool = False) -> RunReport:
+    def run(
+        self, dry_run: bool = False, *, force: bool = False,
+        progress: ProgressCallback = no_progress,
+    ) -> RunReport:  # fmt: skip
+        """Apply the rules once; ``force`` changes nothing (there is no back-off)."""
         report = RunReport(self.name, dry_run)
+        tracker = Tracker(progress, self.name, "studies", None)  # found while it goes
         for group in self.settings().file_system_groups:
             rules = group.deletion_rules
             if rules.delete_study_if_not_accessed_for is None and (
@@ -93,7 +99,7 @@ class DeleterService(Service):
             if any(fs.tarred for fs in group.file_systems):
                 report.keep(f"{group.group_id}: holds tars; the deleter leaves tars alone")
                 continue
-            self._run_group(group, rules, report)
+            self._run_group(group, rules, report, tracker)
         return report.finish()
 
     def free_space_deficit(self, group: FileSystemGroup) -> int:
@@ -111,7 +117,9 @@ class DeleterService(Service):
             deficit = max(deficit, threshold_bytes(spec, usage.total) - usage.free)
         return deficit
 
-    def _run_group(self, group: FileSystemGroup, rules: DeletionRules, report: RunReport) -> None:
+    def _run_group(
+        self, group: FileSystemGroup, rules: DeletionRules, report: RunReport, tracker: Tracker
+    ) -> None:
         gid, now = group.group_id, self.clock()
         rule = copy_rule(rules)
         budget = rules.schedule_studies_for_deletion_batch_size
@@ -121,7 +129,9 @@ class DeleterService(Service):
             for study in studies_by_access(self.index, gid, now - limit.total_seconds(), budget):
                 considered.add(study.pk)
                 reason = f"not accessed for {_ago(now - study.access_time)} (rule: {limit})"
-                if self._delete(gid, rules, rule, study, reason, report):
+                deleted = self._delete(gid, rules, rule, study, reason, report)
+                tracker.step(_outcome(study, gid, deleted, report.dry_run))
+                if deleted:
                     budget -= 1
         deficit = self.free_space_deficit(group)
         if deficit > 0:
@@ -136,7 +146,9 @@ class DeleterService(Service):
                     f"free space below {rules.minimum_free_disk_space} "
                     f"({deficit} bytes to free), least recently accessed"
                 )
-                if self._delete(gid, rules, rule, study, reason, report):
+                deleted = self._delete(gid, rules, rule, study, reason, report)
+                tracker.step(_outcome(study, gid, deleted, report.dry_run))
+                if deleted:
                     budget -= 1
                     deficit -= study.size
             if deficit > 0:
@@ -234,6 +246,12 @@ class DeleterService(Service):
 
     def statistics(self) -> dict[str, Any]:
         return {"bytes_to_free": dict(self.deficits)}
+
+
+def _outcome(study: StudyOnGroup, gid: str, deleted: bool, dry_run: bool) -> str:
+    if not deleted:
+        return f"study {study.study_iuid}: kept on {gid}"
+    return f"study {study.study_iuid}: {'would be ' if dry_run else ''}deleted from {gid}"
 
 
 def _prune(directory: Path, root: Path) -> None:

@@ -30,6 +30,7 @@ from archived.services.base import Service
 from archived.services.errors import NotConfiguredError, NotMountedError, ServiceError
 from archived.services.intervals import TaskInterval
 from archived.services.mountcheck import check_live_mount
+from archived.services.progress import ProgressCallback, Tracker, no_progress
 from archived.services.report import RunReport
 from archived.services.tarwriter import TarMember, write_tar
 
@@ -87,7 +88,10 @@ class FileCopyService(Service):
             )
         return fs
 
-    def run(self, dry_run: bool = False, force: bool = False) -> RunReport:
+    def run(
+        self, dry_run: bool = False, *, force: bool = False,
+        progress: ProgressCallback = no_progress,
+    ) -> RunReport:  # fmt: skip
         """Copy every quiet series once; ``force`` ignores retry back-off."""
         report = RunReport(self.name, dry_run)
         cfg = self.settings().file_copy
@@ -103,10 +107,12 @@ class FileCopyService(Service):
         for record in pending:
             by_series.setdefault(record.series_iuid, []).append(record)
         self.pending_series = len(by_series)
+        tracker = Tracker(progress, self.name, "series", len(by_series))
         for series_iuid, files in by_series.items():
             retry = self.retries.get(series_iuid)
             if retry and not force and (retry.next_attempt is None or retry.next_attempt > now):
                 report.counts["series_waiting_for_retry"] += 1
+                tracker.step(f"series {series_iuid}: waits for its retry")
                 continue
             if dry_run:
                 report.action(
@@ -114,19 +120,23 @@ class FileCopyService(Service):
                     f"to {dest.root / self._tar_dir(files[0])}"
                 )
                 report.counts["series"] += 1
+                tracker.step(f"series {series_iuid}: would copy {len(files)} instance(s)")
                 continue
             try:
                 tar_path = self.copy_series(dest, files, cfg.file_status)
             except NotMountedError as exc:
                 self._failed(series_iuid, str(exc), report)
+                tracker.step(f"series {series_iuid}: failed")
                 break  # every other series would fail the same way
             except (ServiceError, OSError) as exc:
                 self._failed(series_iuid, str(exc), report)
+                tracker.step(f"series {series_iuid}: failed")
                 continue
             self.retries.pop(series_iuid, None)
             report.action(f"{tar_path}: {len(files)} instance(s) of series {series_iuid}")
             report.counts["series"] += 1
             report.counts["instances"] += len(files)
+            tracker.step(f"series {series_iuid}: {len(files)} instance(s) copied")
         return report.finish()
 
     @staticmethod

@@ -26,6 +26,7 @@ from archived.services.deleter import DeleterService
 from archived.services.errors import ServiceError
 from archived.services.filecopy import FileCopyService
 from archived.services.intervals import TaskInterval
+from archived.services.progress import ProgressCallback, no_progress
 from archived.services.report import RunReport
 from archived.services.runlock import run_lock
 from archived.services.syncstatus import SyncFileStatusService
@@ -40,7 +41,10 @@ class Service(Protocol):
 
     def interval(self) -> TaskInterval | None: ...
 
-    def run(self, dry_run: bool = False) -> RunReport: ...
+    def run(
+        self, dry_run: bool = False, *, force: bool = False,
+        progress: ProgressCallback = no_progress,
+    ) -> RunReport: ...  # fmt: skip
 
     def statistics(self) -> dict[str, Any]: ...
 
@@ -65,10 +69,13 @@ def build_services(
     return {service.name: service for service in services}
 
 
-def run_service(service: Service, index_path: Path, dry_run: bool = False) -> RunReport:
+def run_service(
+    service: Service, index_path: Path, dry_run: bool = False, *, force: bool = False,
+    progress: ProgressCallback = no_progress,
+) -> RunReport:  # fmt: skip
     """One run under the service's lock; ServiceError etc. propagate to the caller."""
     with run_lock(index_path, service.name):
-        return service.run(dry_run=dry_run)
+        return service.run(dry_run=dry_run, force=force, progress=progress)
 
 
 def summary(report: RunReport) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from archived.services.base import Service
 from archived.services.errors import NotConfiguredError
 from archived.services.intervals import TaskInterval
 from archived.services.mountcheck import check_live_mount
+from archived.services.progress import ProgressCallback, Tracker, no_progress
 from archived.services.report import RunReport
 from archived.services.tarverify import TarUnreadable, member_md5s, read_md5, verify
 
@@ -77,7 +78,11 @@ class SyncFileStatusService(Service):
         mapping = self.settings().sync_file_status.status_mapping
         return FileStatus(int(mapping.get(outcome, DEFAULT_MAPPING[outcome])))
 
-    def run(self, dry_run: bool = False) -> RunReport:
+    def run(
+        self, dry_run: bool = False, *, force: bool = False,
+        progress: ProgressCallback = no_progress,
+    ) -> RunReport:  # fmt: skip
+        """Check the files found now; ``force`` changes nothing (there is no back-off)."""
         report = RunReport(self.name, dry_run)
         cfg = self.settings().sync_file_status
         fs = self.monitored()
@@ -95,8 +100,10 @@ class SyncFileStatusService(Service):
                 record
             )
         self.waiting = 0
+        tracker = Tracker(progress, self.name, "tars" if fs.is_tar else "files", len(groups))
         for rel, batch in groups.items():
             self._sync(fs, rel, batch, report)
+            tracker.step(f"{fs.root / rel}: {len(batch)} file(s) checked")
         return report.finish()
 
     def _sync(
