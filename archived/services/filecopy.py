@@ -7,15 +7,16 @@ without an equal copy (same MD5 and size) on the destination go into
 are its members indexed, one row per instance with ``filepath = tar!member`` and the
 configured status. Before every tar the destination must be a live hsmfs mount.
 
-A failed series is retried on RetryIntervals (``5x1m,12x5m,...``), counted in memory: a
-restart of archived retries at once. After the last retry it is left until a forced run
-(`archivectl run filecopy`).
+A failed series is retried on RetryIntervals (``5x1m,12x5m,...``). Its failures, next
+attempt and last error are kept in the index (archived.index.copyretry), so a restart of
+archived keeps the back-off and `archivectl run` sees it too. After the last retry the
+series is left until a forced run (`archivectl run filecopy`, which always forces); its
+copy being indexed clears the state in the same transaction.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -25,6 +26,7 @@ from archived.index import (
     FileSystemRecord,
     UnknownFileSystemError,
 )
+from archived.index.copyretry import CopyRetry, copy_retries, record_copy_failure
 from archived.index.lifecycle import NewCopy, add_copies, files_to_copy
 from archived.services.base import Service
 from archived.services.errors import NotConfiguredError, NotMountedError, ServiceError
@@ -36,15 +38,6 @@ from archived.services.tarwriter import TarMember, write_tar
 
 LOG = logging.getLogger("archived.services.filecopy")
 HOUR_MS = 3_600_000
-
-
-@dataclass
-class Retry:
-    """A series whose copy failed: how often, when to try again, why."""
-
-    failures: int
-    next_attempt: float | None  # None: retries used up
-    error: str
 
 
 def tar_name(series8: str, now: float, offset: int = 0) -> str:
@@ -63,8 +56,12 @@ class FileCopyService(Service):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.retries: dict[str, Retry] = {}
         self.pending_series = 0  # quiet series found by the last run
+
+    @property
+    def retries(self) -> dict[str, CopyRetry]:
+        """Series whose copy failed, by UID (from the index: shared and restart-proof)."""
+        return copy_retries(self.index)
 
     def interval(self) -> TaskInterval | None:
         cfg = self.settings().file_copy
@@ -107,9 +104,10 @@ class FileCopyService(Service):
         for record in pending:
             by_series.setdefault(record.series_iuid, []).append(record)
         self.pending_series = len(by_series)
+        retries = self.retries
         tracker = Tracker(progress, self.name, "series", len(by_series))
         for series_iuid, files in by_series.items():
-            retry = self.retries.get(series_iuid)
+            retry = retries.get(series_iuid)
             if retry and not force and (retry.next_attempt is None or retry.next_attempt > now):
                 report.counts["series_waiting_for_retry"] += 1
                 tracker.step(f"series {series_iuid}: waits for its retry")
@@ -132,7 +130,6 @@ class FileCopyService(Service):
                 self._failed(series_iuid, str(exc), report)
                 tracker.step(f"series {series_iuid}: failed")
                 continue
-            self.retries.pop(series_iuid, None)
             report.action(f"{tar_path}: {len(files)} instance(s) of series {series_iuid}")
             report.counts["series"] += 1
             report.counts["instances"] += len(files)
@@ -178,24 +175,32 @@ class FileCopyService(Service):
         return dest.root / rel
 
     def _failed(self, series_iuid: str, error: str, report: RunReport) -> None:
-        previous = self.retries.get(series_iuid)
-        failures = (previous.failures if previous else 0) + 1
-        delay = self.settings().file_copy.retry_intervals.delay(failures)
-        next_attempt = None if delay is None else self.clock() + delay.total_seconds()
-        self.retries[series_iuid] = Retry(failures, next_attempt, error)
-        when = "gave up" if next_attempt is None else f"retry in {delay}"
+        intervals = self.settings().file_copy.retry_intervals
+        now = self.clock()
+
+        def next_attempt(failures: int) -> float | None:
+            delay = intervals.delay(failures)
+            return None if delay is None else now + delay.total_seconds()
+
+        retry = record_copy_failure(self.index, series_iuid, error, now, next_attempt)
+        if retry.next_attempt is None:
+            when = "gave up; `archivectl run filecopy` tries again"
+        else:
+            when = f"retry in {intervals.delay(retry.failures)}"
         LOG.error(
-            "FileCopy of series %s failed (%d time(s), %s): %s", series_iuid, failures, when, error
-        )
+            "FileCopy of series %s failed (%d time(s), %s): %s",
+            series_iuid, retry.failures, when, error,
+        )  # fmt: skip
         report.error(f"series {series_iuid}: {error} ({when})")
 
     def statistics(self) -> dict[str, Any]:
+        retries = self.retries
         return {
             "pending_series": self.pending_series,
             "retrying": {
                 uid: {"failures": r.failures, "next_attempt": r.next_attempt, "error": r.error}
-                for uid, r in self.retries.items()
+                for uid, r in retries.items()
                 if r.next_attempt is not None
             },
-            "gave_up": {uid: r.error for uid, r in self.retries.items() if r.next_attempt is None},
+            "gave_up": {uid: r.error for uid, r in retries.items() if r.next_attempt is None},
         }

@@ -259,3 +259,31 @@ def test_archivectl_run_fails_loudly_without_a_live_mount(site: Site) -> None:
     assert synced.returncode == 64  # no MonitoredFileSystem configured
     assert synced.stderr.startswith("archivectl: SyncFileStatus has no MonitoredFileSystem")
     assert "Traceback" not in synced.stderr
+
+
+def test_a_failure_archivectl_records_is_in_the_daemons_status_and_it_retries_at_once(
+    site: Site,
+) -> None:
+    site.configure(
+        "FileCopy", {"DestinationFileSystem": site.nearline_uuid, "DelayAfterSeriesStored": "0",
+                     "RetryIntervals": "1x1h"},
+    )  # fmt: skip
+    study, _ = store_study(site, 2, seed=4)
+    site.mount.stop()
+    assert site.ctl("run", "filecopy", check=False).returncode == 1
+    # The retry state is in the index: the daemon (another process) reports it.
+    retrying = wait_for(
+        lambda: isinstance(s := site.status()["services"], dict)
+        and s["filecopy"]["retrying"],
+        what="the daemon's status to show the failed series",
+    )
+    [(series, retry)] = retrying.items()
+    assert retry["failures"] == 1 and "not on a live hsmfs mount" in retry["error"]
+    site.mount.start()
+    ran = site.ctl("run", "filecopy")  # forced: no waiting for the hour
+    assert f"2 instance(s) of series {series}" in ran.stdout
+    assert site.copies(study) == {"NEARLINE_STORAGE/TO_ARCHIVE": 2, "ONLINE_STORAGE/DEFAULT": 2}
+    wait_for(
+        lambda: site.status()["services"]["filecopy"]["retrying"] == {},
+        what="the daemon's status to drop the copied series",
+    )

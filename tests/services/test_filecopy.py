@@ -1,5 +1,5 @@
 """FileCopy on a real hsmfs mount: tar layout, index rows, skipping, the live-mount check,
-damaged sources and retries."""
+damaged sources and retries (kept in the index across restarts)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import tarfile
 import time
 from pathlib import Path
 
-from archived.index import NEARLINE_STORAGE, ONLINE_STORAGE, FileStatus, FileSystemSpec
+from archived.index import NEARLINE_STORAGE, ONLINE_STORAGE, FileStatus, FileSystemSpec, Index
+from archived.index.copyretry import copy_retries
 from archived.services.filecopy import FileCopyService
 from archived.storage import hash_name
 from tests.services.conftest import Bed
@@ -168,3 +169,53 @@ def test_a_damaged_online_file_fails_its_tar(bed: Bed) -> None:
     assert str(victim) in report.errors[0] and "MD5 or size differs" in report.errors[0]
     assert tars(bed.nearline) == []
     assert bed.index.files_of_study(study, NEARLINE_STORAGE) == []
+
+
+def test_retry_state_survives_closing_the_index_and_a_new_service(bed: Bed) -> None:
+    bed.ext.file_copy.retry_intervals = "1x1h"  # type: ignore[assignment]
+    now = [time.time() + 10]
+    bed.store_study(instances=1)
+    bed.mount.stop()
+    [error] = FileCopyService(bed.index, bed.settings, clock=lambda: now[0]).run().errors
+    bed.index.close()  # archived stops...
+    bed.mount.start()  # ...the mount is back, so a copy now would succeed
+    with Index(bed.index.path) as reopened:  # ...and starts again
+        restarted = FileCopyService(reopened, bed.settings, clock=lambda: now[0])
+        [(series, retry)] = restarted.retries.items()
+        assert (retry.failures, retry.next_attempt) == (1, now[0] + 3600)
+        assert "not on a live hsmfs mount" in retry.error and retry.error in error
+        assert restarted.statistics()["retrying"][series]["failures"] == 1
+        waiting = restarted.run()
+        assert waiting.counts["series_waiting_for_retry"] == 1 and tars(bed.nearline) == []
+        now[0] += 3601
+        assert restarted.run().counts["series"] == 1
+        assert restarted.retries == {}
+
+
+def test_after_the_last_retry_the_series_waits_for_a_forced_run_across_restarts(
+    bed: Bed,
+) -> None:
+    bed.ext.file_copy.retry_intervals = "1x1m"  # type: ignore[assignment]
+    now = [time.time() + 10]
+    bed.store_study(instances=1)
+    bed.mount.stop()
+    service = FileCopyService(bed.index, bed.settings, clock=lambda: now[0])
+    assert "retry in 0:01:00" in service.run().errors[0]
+    now[0] += 61
+    [gave_up] = service.run().errors
+    assert "gave up; `archivectl run filecopy` tries again" in gave_up
+    bed.index.close()
+    bed.mount.start()
+    now[0] += 10**6
+    with Index(bed.index.path) as reopened:
+        restarted = FileCopyService(reopened, bed.settings, clock=lambda: now[0])
+        [(series, retry)] = restarted.retries.items()
+        assert (retry.failures, retry.next_attempt) == (2, None)
+        assert series in restarted.statistics()["gave_up"]
+        left = restarted.run()
+        assert left.counts["series"] == 0 and left.counts["series_waiting_for_retry"] == 1
+        assert tars(bed.nearline) == []
+        assert restarted.run(force=True).counts["series"] == 1
+    with Index(bed.index.path) as again:  # cleared with the copy's rows, for good
+        assert copy_retries(again) == {}
+        assert len(again.files_of_study(bed.studies[0], NEARLINE_STORAGE)) == 1
