@@ -1,12 +1,14 @@
 """Transcoding for retrieve: what a peer accepts per SOP class, and decompressing an
 instance whose stored transfer syntax the peer does not take.
 
-Decoding uses pydicom's pixel data plugins (pylibjpeg with libjpeg and openjpeg, and
-pydicom's own RLE decoder; see pyproject.toml). The decompressed instance keeps its SOP
-Instance UID and every attribute except the Pixel Data and, for YCbCr images, the
-Photometric Interpretation and Planar Configuration (the pixels become RGB). Lossy
-Image Compression stays as stored: whoever compressed lossily should have set it, and
-decompressing loses nothing more.
+Decoding uses pydicom's pixel data plugins, all permissively licensed (why each package
+is there: pyproject.toml): GDCM for JPEG (baseline, extended, lossless), JPEG-LS and
+JPEG 2000, and through jpeg12.py for 12-bit JPEG Extended, which pydicom's GDCM plugin
+refuses; pylibjpeg-openjpeg for HTJ2K; pydicom itself for RLE and Deflate. The
+decompressed instance keeps its SOP Instance UID and every attribute except the Pixel Data
+and, for YCbCr images, the Photometric Interpretation and Planar Configuration (the pixels
+become RGB). Lossy Image Compression stays as stored: whoever compressed lossily should
+have set it, and decompressing loses nothing more.
 """
 
 from __future__ import annotations
@@ -14,10 +16,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from pydicom.dataset import Dataset
-from pydicom.uid import UID, ExplicitVRLittleEndian
+from pydicom.pixels.decoders import JPEGExtended12BitDecoder
+from pydicom.uid import UID, ExplicitVRLittleEndian, JPEGExtended12Bit
 from pynetdicom.association import Association
 from pynetdicom.events import Event
 from pynetdicom.presentation import PresentationContext
+
+from archived.dicom import jpeg12
+
+JPEGExtended12BitDecoder.add_plugin(jpeg12.PLUGIN, (jpeg12.__name__, "decode_frame"))
 
 
 class CannotSend(Exception):
@@ -121,6 +128,12 @@ def _decompress(ds: Dataset) -> None:
         # without pixels the dataset is already valid as Explicit VR Little Endian.
         ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
         return
+    plugin = ""  # pydicom tries those it has in turn
+    if ds.file_meta.TransferSyntaxUID == JPEGExtended12Bit and (ds.get("BitsStored") or 0) > 8:
+        # Only jpeg12's: pydicom's GDCM plugin would refuse first, and pydicom logs each
+        # refusal as an error with a traceback, for every frame of an instance that then
+        # decodes fine.
+        plugin = jpeg12.PLUGIN
     # The same instance in another encoding keeps its SOP Instance UID (pydicom would
     # generate a new one by default).
-    ds.decompress(generate_instance_uid=False)
+    ds.decompress(generate_instance_uid=False, decoding_plugin=plugin)

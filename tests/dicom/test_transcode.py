@@ -5,9 +5,12 @@ where DCMTK's tools cannot propose a syntax or report a status)."""
 from __future__ import annotations
 
 import copy
+import importlib.metadata
 import logging
+import re
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pydicom
@@ -18,8 +21,10 @@ from pydicom.uid import (
     UID,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
+    HTJ2KLossless,
     ImplicitVRLittleEndian,
     JPEG2000Lossless,
+    JPEGExtended12Bit,
     JPEGLossless,
     JPEGLosslessSV1,
     JPEGLSLossless,
@@ -32,6 +37,7 @@ from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove
 
 from archived.dicom import RemoteAE
 from archived.dicom.connection import CONNECTION_HANDLERS
+from archived.dicom.transcode import AcceptedSyntaxes, sendable
 from tests.dicom.conftest import MODALITY, VIEWER, Archive
 from tests.dicom.data import bundled, ct_study, dataset_bytes, sop_instance_uid
 from tests.dicom.peers import StoreSCP, dcmtk
@@ -42,16 +48,18 @@ COMPRESSED = (
     "JPEG2000.dcm",  # JPEG 2000 (lossy syntax), 16 bit
     "MR_small_jp2klossless.dcm",  # JPEG 2000 lossless
     "SC_rgb_rle.dcm",  # RLE lossless, RGB
-    "JPGExtended.dcm",  # JPEG extended, 12 bit
+    "JPGExtended.dcm",  # JPEG extended, 12 bit: archived/dicom/jpeg12.py
     "SC_rgb_jpeg_dcmtk.dcm",  # JPEG baseline, YBR_FULL: becomes RGB
     "SC_rgb_jpeg_gdcm.dcm",  # JPEG lossless SV1, RGB
     "MR_small_jpeg_ls_lossless.dcm",  # JPEG-LS lossless
 )
 STORESCU_PROPOSE = {**PROPOSE, JPEGLosslessSV1: "-xs", JPEG2000Lossless: "-xv",
                     ExplicitVRBigEndian: "-xb"}  # fmt: skip
-# DCMTK's own decoders: an independent reference for the lossless syntaxes.
+# DCMTK's own decoders: an independent reference for the lossless syntaxes, and for 12-bit
+# JPEG extended, which the archive's own GDCM plugin decodes (GDCM and DCMTK both build on
+# IJG's 12-bit libjpeg and agree to the bit).
 DCMTK_DECODER = {RLELossless: "dcmdrle", JPEGLossless: "dcmdjpeg", JPEGLosslessSV1: "dcmdjpeg",
-                 JPEGLSLossless: "dcmdjpls"}  # fmt: skip
+                 JPEGLSLossless: "dcmdjpls", JPEGExtended12Bit: "dcmdjpeg"}  # fmt: skip
 
 
 def uncompressed_only(directory: Path, ae_title: str, *extra: str) -> Iterator[StoreSCP]:
@@ -110,13 +118,25 @@ def fresh_copy(source: Path, target: Path) -> Path:
     return target
 
 
+def htj2k_lossless(target: Path) -> Path:
+    """An instance in HTJ2K Lossless: a JPEG 2000 Part 1 codestream, which HTJ2K decoders
+    read too. No HTJ2K encoder installs as a wheel here, so this checks that pydicom finds
+    pylibjpeg-openjpeg for the HTJ2K syntaxes; its HT block decoder is its authors' to test."""
+    ds = pydicom.dcmread(fresh_copy(bundled("MR_small_jp2klossless.dcm"), target))
+    ds.file_meta.TransferSyntaxUID = HTJ2KLossless
+    ds.save_as(target, enforce_file_format=True)
+    return target
+
+
 @pytest.fixture
 def compressed(archive: Archive, tmp_path: Path) -> list[Path]:
     """Instances in every compressed syntax with a decoder, stored in the archive: the
-    bundled files, and 16-bit CT slices JPEG lossless encoded by DCMTK's dcmcjpeg."""
+    bundled files, one in HTJ2K Lossless, and 16-bit CT slices JPEG lossless encoded by
+    DCMTK's dcmcjpeg."""
     directory = tmp_path / "compressed"
     directory.mkdir()
     paths = [fresh_copy(bundled(name), directory / name) for name in COMPRESSED]
+    paths.append(htj2k_lossless(directory / "htj2k.dcm"))
     ct = ct_study(tmp_path / "ct", 2)
     for source, option, name in zip(ct, ("+el", "+e1"), ("ct_p14.dcm", "ct_sv1.dcm"),
                                     strict=True):  # fmt: skip
@@ -218,8 +238,9 @@ def test_getscu_accepting_only_uncompressed_gets_decompressed_instances(
 def test_destination_accepting_the_stored_syntax_gets_bytes_as_stored_without_decoding(
     archive: Archive, compressed: list[Path]
 ) -> None:
-    # storescp +xa accepts every compressed syntax here but JPEG lossless process 14.
-    taken = [p for p in compressed if stored_syntax(p) != JPEGLossless]
+    # storescp +xa accepts every compressed syntax here but JPEG lossless process 14 and
+    # HTJ2K (DCMTK 3.6.7 predates it).
+    taken = [p for p in compressed if stored_syntax(p) not in (JPEGLossless, HTJ2KLossless)]
     movescu(archive, "DEST", taken)
     received = by_instance(archive.dest.files())
     assert set(received) == set(by_instance(taken))
@@ -286,3 +307,69 @@ def test_instances_that_cannot_be_converted_fail_alone_and_the_log_says_why(
         assert syntax in line and why in line and "IMPLICIT" in line, line
         assert f"configure IMPLICIT to accept {syntax}" in line, line
     assert archive.server.statistics()["counters"]["move_untranscodable"] == 2
+
+
+def test_12_bit_jpeg_extended_decodes_through_gdcm_like_dcmtk_and_quietly(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    # pydicom's GDCM plugin refuses 12-bit JPEG extended; archived/dicom/jpeg12.py decodes
+    # it, also when another plugin that could is installed.
+    (slice_,) = ct_study(tmp_path / "ct", 1)
+    ds = pydicom.dcmread(slice_)
+    frames = np.stack([ds.pixel_array, ds.pixel_array[::-1], 4095 - ds.pixel_array])
+    ds.NumberOfFrames = len(frames)
+    ds.PixelData = frames.tobytes()
+    ds.save_as(tmp_path / "frames.dcm", enforce_file_format=True)
+    dcmtk("dcmcjpeg", "+ee", tmp_path / "frames.dcm", tmp_path / "ext12.dcm")  # process 4
+    dcmtk("dcmdjpeg", tmp_path / "ext12.dcm", tmp_path / "reference.dcm")
+    stored = pydicom.dcmread(tmp_path / "ext12.dcm")
+    assert stored.file_meta.TransferSyntaxUID == JPEGExtended12Bit
+    context = SimpleNamespace(as_scu=True, abstract_syntax=stored.SOPClassUID,
+                              transfer_syntax=[ExplicitVRLittleEndian])  # fmt: skip
+    peer = AcceptedSyntaxes("PLAIN", [context])  # type: ignore[list-item]
+    capfd.readouterr()
+
+    with caplog.at_level(logging.DEBUG):
+        sent, transcoded = sendable(stored, peer)
+
+    assert transcoded and sent.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+    assert sent.SOPInstanceUID == stored.SOPInstanceUID
+    reference = pydicom.dcmread(tmp_path / "reference.dcm").pixel_array
+    assert np.array_equal(sent.pixel_array, reference)
+    # Nothing said about a decode that went well: no pydicom error per frame for a plugin
+    # that refused before jpeg12 ran, and nothing from GDCM on stderr (it prints when it
+    # tries its 16-bit codec first).
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert capfd.readouterr() == ("", "")
+
+
+# The pixel decoders the archive requires at run time (pyproject.toml).
+DECODERS = ("numpy", "python-gdcm", "pylibjpeg", "pylibjpeg-openjpeg")
+
+
+def test_pixel_decoders_and_their_requirements_are_permissively_licensed() -> None:
+    # The archive is Apache-2.0 and ships to hospitals: no GPL, LGPL or AGPL decoder. The
+    # one pydicom plugin for 12-bit JPEG extended, pylibjpeg-libjpeg, is GPLv3.
+    def name(requirement: str) -> str:
+        return re.sub(r"[-_.]+", "-", re.split(r"[ ;<>=!~\[(]", requirement)[0]).lower()
+
+    required = {name(r) for r in importlib.metadata.requires("hsmfs-archived") or ()
+                if "extra ==" not in r}  # fmt: skip
+    assert set(DECODERS) <= required
+    assert "pylibjpeg-libjpeg" not in required
+    licenses: dict[str, list[str]] = {}
+    todo = list(DECODERS)
+    while todo:
+        dist = importlib.metadata.distribution(todo.pop())
+        meta = dist.metadata
+        licenses[name(meta["Name"])] = [
+            meta.get("License-Expression") or "",
+            (meta.get("License") or "").partition("\n")[0],
+            *(c for c in meta.get_all("Classifier") or () if c.startswith("License ::")),
+        ]
+        todo += [name(r) for r in dist.requires or () if "extra ==" not in r
+                 and name(r) not in licenses]  # fmt: skip
+    assert set(licenses) >= set(DECODERS)
+    for package, texts in licenses.items():
+        assert any(texts), f"{package} declares no license"
+        assert not any("GPL" in text.upper() for text in texts), (package, texts)
