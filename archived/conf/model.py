@@ -291,6 +291,12 @@ class ArchiveDeviceExtension(_Archive):
         description="The SQLite index file, an absolute path; read at start-up (a change "
         "needs a restart). `archived serve --index` and $ARCHIVED_INDEX override it",
     )  # fmt: skip
+    case_insensitive_person_name_matching: bool = Field(
+        True, alias="CaseInsensitivePersonNameMatching",
+        description="C-FIND: person name keys (PatientName, ReferringPhysicianName) match "
+        "regardless of letter case, wildcards included (true, as PS3.4 permits for PN); false "
+        "matches them case-sensitively, as the standard's literal rule",
+    )  # fmt: skip
     file_system_groups: list[FileSystemGroup] = Field(default_factory=list)
     file_copy: FileCopy = Field(default_factory=FileCopy)
     sync_file_status: SyncFileStatus = Field(default_factory=SyncFileStatus)

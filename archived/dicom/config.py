@@ -47,6 +47,7 @@ def settings_from_config(store: ConfigStore) -> tuple[DicomSettings, list[FileSy
         accept_unknown_calling_aets=ext.accept_unknown_calling_aets,
         pending_interval=ext.pending_interval,
         stgcmt_same_association=ext.stgcmt_same_association,
+        case_insensitive_names=ext.case_insensitive_person_name_matching,
         remote_aes=remote_aes(store),
     )
     file_systems = [

@@ -10,11 +10,12 @@ from pydicom.dataset import Dataset
 from pynetdicom.events import Event
 
 from archived.dicom.contexts import STUDY_ROOT
+from archived.dicom.find_negotiation import combined_datetime
 from archived.dicom.peer import describe_peer
 from archived.dicom.settings import DicomSettings
 from archived.dicom.stats import ServiceStatistics
 from archived.index import Index
-from archived.index.query import QueryError, find
+from archived.index.query import MatchOptions, QueryError, find
 
 LOG = logging.getLogger("archived.dicom.find")
 
@@ -37,17 +38,33 @@ def query_level(event: Event) -> tuple[Dataset, str]:
     return identifier, level
 
 
+def failure(status: int, comment: str) -> Dataset:
+    """A failure status whose Error Comment tells the requestor what was wrong."""
+    ds = Dataset()
+    ds.Status = status
+    ds.ErrorComment = comment.replace("\\", "/")[:64]  # LO: 64 characters, no backslash
+    return ds
+
+
 class FindSCP:
     def __init__(self, settings: DicomSettings, index: Index, stats: ServiceStatistics) -> None:
         self.settings = settings
         self.index = index
         self.stats = stats
 
+    def match_options(self, event: Event) -> MatchOptions:
+        """This request's matching: the configured name matching, the negotiated date-time."""
+        return MatchOptions(
+            case_insensitive_names=self.settings.case_insensitive_names,
+            combined_datetime=combined_datetime(event.assoc, event.request.AffectedSOPClassUID),
+        )
+
     def handle(self, event: Event) -> Iterator[tuple[int, Dataset | None]]:
         peer = describe_peer(event.assoc)
         try:
             identifier, level = query_level(event)
-            matches = find(self.index.read(), identifier, level, self.settings.ae_title)
+            matches = find(self.index.read(), identifier, level, self.settings.ae_title,
+                           self.match_options(event))  # fmt: skip
             count = 0
             for response in matches:
                 if event.is_cancelled:
@@ -59,7 +76,7 @@ class FindSCP:
         except QueryError as exc:
             LOG.warning("C-FIND from %s refused: %s", peer, exc)
             self.stats.count("find_failed")
-            yield IDENTIFIER_MISMATCH, None
+            yield failure(IDENTIFIER_MISMATCH, str(exc)), None
             return
         except sqlite3.Error as exc:
             LOG.error("C-FIND from %s failed: index error: %s", peer, exc)

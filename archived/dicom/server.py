@@ -17,6 +17,7 @@ from archived.dicom.connection import CONNECTION_HANDLERS
 from archived.dicom.contexts import add_supported_contexts
 from archived.dicom.errors import ListenError
 from archived.dicom.find import FindSCP
+from archived.dicom.find_negotiation import handle_sop_extended
 from archived.dicom.peer import describe_peer
 from archived.dicom.retrieve import Retriever
 from archived.dicom.settings import DicomSettings
@@ -74,6 +75,7 @@ class ArchiveServer:
         return [
             *CONNECTION_HANDLERS,
             (evt.EVT_REQUESTED, self.access.handle_requested),
+            (evt.EVT_SOP_EXTENDED, handle_sop_extended),
             (evt.EVT_C_ECHO, self._handle_echo),
             (evt.EVT_C_STORE, self.store.handle),
             (evt.EVT_C_FIND, self.find.handle),

@@ -48,6 +48,9 @@ class DicomSettings:
     # or on a new association to the requester's configured host and port (False);
     # StgCmtOnSameAssociation in the configuration.
     stgcmt_same_association: bool = False
+    # C-FIND: person names (PatientName, ReferringPhysicianName) match regardless of letter
+    # case (False: case-sensitive); CaseInsensitivePersonNameMatching in the configuration.
+    case_insensitive_names: bool = True
 
     def remote(self, ae_title: str) -> RemoteAE | None:
         title = ae_title.strip()

@@ -1,7 +1,9 @@
 """C-FIND matching on the index: identifier keys -> SQL, rows -> response identifiers.
 
-Matching follows PS3.4 C.2.2.2: single value (exact), wildcard (``*`` ``?``, as SQLite
-GLOB, case-sensitive), date/time range (``A-B``, ``-B``, ``A-``), UID list (backslash
+Matching follows PS3.4 C.2.2.2 (matching.py turns each key into SQL): single value
+(exact), wildcard (``*`` ``?``; person names regardless of letter case unless
+MatchOptions says otherwise), date/time range (``A-B``, ``-B``, ``A-``; a Date and Time
+range pair as one date-time range when the requestor negotiated it), UID list (backslash
 separated), universal (empty). Keys of the query level and the levels above it match;
 keys below the query level are ignored. Every requested key is returned, empty if the
 index does not hold it.
@@ -16,12 +18,21 @@ from dataclasses import dataclass
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
 
+from archived.index.matching import (
+    DEFAULT_MATCHING,
+    Condition,
+    MatchOptions,
+    QueryError,
+    caseless_name_condition,
+    datetime_condition,
+    glob_pattern,
+    is_range,
+    parse_range,
+    range_condition,
+)
+
 LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
 _DEPTH = {level: n for n, level in enumerate(LEVELS)}
-
-
-class QueryError(ValueError):
-    """The identifier cannot be processed (bad level or a malformed matching value)."""
 
 
 @dataclass(frozen=True)
@@ -30,12 +41,14 @@ class Key:
     level: str
     column: str  # SQL expression
     kind: str  # str | pn | uid | date | time | multi | count
+    # Table whose index on the column serves range scans (caseless name matching).
+    indexed_table: str = ""
 
 
 KEYS: tuple[Key, ...] = (
     Key("PatientID", "PATIENT", "p.pat_id", "str"),
     Key("IssuerOfPatientID", "PATIENT", "p.pat_id_issuer", "str"),
-    Key("PatientName", "PATIENT", "p.pat_name", "pn"),
+    Key("PatientName", "PATIENT", "p.pat_name", "pn", "patient"),
     Key("PatientBirthDate", "PATIENT", "p.pat_birthdate", "date"),
     Key("PatientSex", "PATIENT", "p.pat_sex", "str"),
     Key("NumberOfPatientRelatedStudies", "PATIENT",
@@ -74,6 +87,9 @@ KEYS: tuple[Key, ...] = (
     Key("ContentTime", "IMAGE", "i.content_time", "time"),
 )  # fmt: skip
 KEYS_BY_KEYWORD = {key.keyword: key for key in KEYS}
+# Date and Time keys that combined date-time matching pairs (the index holds no others).
+DATE_TIME_PAIRS = (("StudyDate", "StudyTime"), ("SeriesDate", "SeriesTime"),
+                   ("ContentDate", "ContentTime"))  # fmt: skip
 
 _FROM = {
     "PATIENT": "FROM patient p",
@@ -86,18 +102,7 @@ _FROM = {
 _PK = {"PATIENT": "p.pk", "STUDY": "st.pk", "SERIES": "se.pk", "IMAGE": "i.pk"}
 
 
-def _glob(value: str) -> str:
-    """DICOM wildcard -> GLOB pattern (``[`` and ``]`` are literal in DICOM)."""
-    return "".join("[[]" if c == "[" else "[]]" if c == "]" else c for c in value)
-
-
-def _range(value: str, pad_low: str, pad_high: str) -> tuple[str | None, str | None]:
-    low, _, high = value.partition("-")
-    return (low.strip() + pad_low if low.strip() else None,
-            high.strip() + pad_high if high.strip() else None)  # fmt: skip
-
-
-def _condition(key: Key, raw: str) -> tuple[str, list[str]] | None:
+def _condition(key: Key, raw: str, options: MatchOptions) -> Condition | None:
     """SQL condition and arguments for one matching key, None for universal matching."""
     value = raw.strip()
     if not value or value == "*":
@@ -105,31 +110,45 @@ def _condition(key: Key, raw: str) -> tuple[str, list[str]] | None:
     col = key.column
     if key.kind == "count":
         return None  # counts are return keys only
+    if key.kind == "pn" and options.case_insensitive_names:
+        values = [v.strip() for v in value.split("\\") if v.strip()]
+        return caseless_name_condition(col, values, key.indexed_table) if values else None
     if key.kind == "uid" or ("\\" in value and key.kind in ("str", "pn")):
         values = [v.strip() for v in value.split("\\") if v.strip()]
         return f"{col} IN ({','.join('?' * len(values))})", values
     if key.kind == "multi":
         values = [v.strip() for v in value.split("\\") if v.strip()]
         ors = " OR ".join(f"('\\' || {col} || '\\') GLOB ?" for _ in values)
-        return f"({ors})", [f"*\\{_glob(v)}\\*" for v in values]
-    if key.kind in ("date", "time") and "-" in value:
-        if key.kind == "date":
-            low, high = _range(value, "", "")
-        else:
-            low, high = _range(value, "", "99.999999")
-        if low is None and high is None:
-            return None
-        parts, args = [], []
-        if low is not None:
-            parts.append(f"{col} >= ?")
-            args.append(low)
-        if high is not None:
-            parts.append(f"{col} <= ? AND {col} != ''")
-            args.append(high)
-        return " AND ".join(parts), args
+        return f"({ors})", [f"*\\{glob_pattern(v)}\\*" for v in values]
+    if key.kind in ("date", "time") and is_range(value):
+        return range_condition(col, parse_range(key.keyword, key.kind, value))
     if "*" in value or "?" in value:
-        return f"{col} GLOB ?", [_glob(value)]
+        return f"{col} GLOB ?", [glob_pattern(value)]
     return f"{col} = ?", [value]
+
+
+def _combined_datetime(identifier: Dataset, depth: int) -> tuple[list[Condition], set[str]]:
+    """Conditions of the Date and Time range pairs matched as one date-time range, and
+    the keywords they stand for (those keys do not match on their own)."""
+    conditions, combined = [], set()
+    for date_keyword, time_keyword in DATE_TIME_PAIRS:
+        date_key, time_key = KEYS_BY_KEYWORD[date_keyword], KEYS_BY_KEYWORD[time_keyword]
+        if _DEPTH[date_key.level] > depth:
+            continue
+        if date_keyword not in identifier or time_keyword not in identifier:
+            continue
+        dates = _value_of(identifier, date_keyword).strip()
+        times = _value_of(identifier, time_keyword).strip()
+        if not (is_range(dates) and is_range(times)):
+            continue
+        condition = datetime_condition(
+            date_key.column, time_key.column,
+            parse_range(date_keyword, "date", dates), parse_range(time_keyword, "time", times),
+        )  # fmt: skip
+        if condition is not None:
+            conditions.append(condition)
+            combined |= {date_keyword, time_keyword}
+    return conditions, combined
 
 
 def _value_of(identifier: Dataset, keyword: str) -> str:
@@ -150,8 +169,9 @@ class CompiledQuery:
 
 
 def compile_query(
-    identifier: Dataset, level: str, target_level: str | None = None
-) -> CompiledQuery:
+    identifier: Dataset, level: str, target_level: str | None = None,
+    options: MatchOptions = DEFAULT_MATCHING,
+) -> CompiledQuery:  # fmt: skip
     """SQL selecting the ``target_level`` rows (default: ``level``) that match.
 
     The columns selected are the pk of the target level followed by the known return keys
@@ -161,13 +181,23 @@ def compile_query(
         raise QueryError(f"QueryRetrieveLevel {level!r} is not one of {', '.join(LEVELS)}")
     target = target_level or level
     depth = _DEPTH[level]
-    conditions, args, returned = [], [], []
+    conditions: list[str] = []
+    args: list[str] = []
+    returned: list[Key] = []
+    combined: set[str] = set()
+    if options.combined_datetime:
+        pairs, combined = _combined_datetime(identifier, depth)
+        for sql, pair_args in pairs:
+            conditions.append(sql)
+            args.extend(pair_args)
     for elem in identifier:
         key = KEYS_BY_KEYWORD.get(elem.keyword)
         if key is None or _DEPTH[key.level] > depth:
             continue
         returned.append(key)
-        condition = _condition(key, _value_of(identifier, elem.keyword))
+        if key.keyword in combined:
+            continue
+        condition = _condition(key, _value_of(identifier, elem.keyword), options)
         if condition is not None:
             conditions.append(condition[0])
             args.extend(condition[1])
@@ -180,10 +210,11 @@ def compile_query(
 
 
 def find(
-    conn: sqlite3.Connection, identifier: Dataset, level: str, retrieve_aet: str = ""
-) -> Iterator[Dataset]:
+    conn: sqlite3.Connection, identifier: Dataset, level: str, retrieve_aet: str = "",
+    options: MatchOptions = DEFAULT_MATCHING,
+) -> Iterator[Dataset]:  # fmt: skip
     """Yield one response identifier per match (the requested keys, filled in)."""
-    query = compile_query(identifier, level)
+    query = compile_query(identifier, level, options=options)
     for row in conn.execute(query.sql, query.args):
         yield _response(identifier, query.returned, row[1:], level, retrieve_aet)
 

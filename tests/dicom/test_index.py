@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from pydicom.config import disable_value_validation
 from pydicom.dataset import Dataset
 
 from archived.index import (
@@ -21,7 +22,11 @@ from archived.index import (
     SchemaVersionError,
     UnknownObjectError,
 )
+from archived.index.matching import DEFAULT_MATCHING, MatchOptions
 from archived.index.query import QueryError, find, match_pks
+
+CASE_SENSITIVE = MatchOptions(case_insensitive_names=False)
+COMBINED = MatchOptions(combined_datetime=True)
 
 
 def attrs(n: int, study: int = 1, series: int = 1, **extra: str) -> InstanceAttributes:
@@ -206,8 +211,9 @@ def test_concurrent_writers_from_threads(index: Index) -> None:
 
 def query(**keys: object) -> Dataset:
     ds = Dataset()
-    for keyword, value in keys.items():
-        setattr(ds, keyword, value)
+    with disable_value_validation():  # range values are no valid DA/TM values
+        for keyword, value in keys.items():
+            setattr(ds, keyword, value)
     return ds
 
 
@@ -222,9 +228,9 @@ def populated(index: Index) -> Index:
     return index
 
 
-def study_uids(index: Index, **keys: object) -> list[str]:
+def study_uids(index: Index, options: MatchOptions = DEFAULT_MATCHING, **keys: object) -> list[str]:
     ds = query(**{"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": "", **keys})
-    return [r.StudyInstanceUID for r in find(index.read(), ds, "STUDY")]
+    return [r.StudyInstanceUID for r in find(index.read(), ds, "STUDY", options=options)]
 
 
 def test_find_exact_wildcard_and_universal(populated: Index) -> None:
@@ -232,7 +238,30 @@ def test_find_exact_wildcard_and_universal(populated: Index) -> None:
     assert study_uids(populated, PatientName="SM?TH^*") == ["1.2.3.1"]
     assert study_uids(populated, PatientName="SM*") == ["1.2.3.1", "1.2.3.2"]
     assert study_uids(populated, PatientName="") == ["1.2.3.1", "1.2.3.2", "1.2.3.3"]
-    assert study_uids(populated, PatientName="smith*") == []  # PN matching is case-sensitive
+    assert study_uids(populated, CASE_SENSITIVE, PatientName="smith*") == []
+    assert study_uids(populated, CASE_SENSITIVE, PatientName="SM*") == ["1.2.3.1", "1.2.3.2"]
+
+
+def test_find_names_regardless_of_case_by_default(populated: Index) -> None:
+    assert study_uids(populated, PatientName="smith*") == ["1.2.3.1"]
+    assert study_uids(populated, PatientName="sM?tH^aNNA") == ["1.2.3.1"]
+    assert study_uids(populated, PatientName="smith^anna") == ["1.2.3.1"]
+    assert study_uids(populated, PatientName="*^bob") == ["1.2.3.2"]
+    assert study_uids(populated, PatientName=["smith^anna", "SMYTHE*"]) == ["1.2.3.1", "1.2.3.2"]
+    # non-ASCII letters fold too, and LIKE's own wildcards stay literal
+    assert study_uids(populated, PatientName="MÜLLER^JÖRG") == ["1.2.3.3"]
+    assert study_uids(populated, PatientName="mü*") == ["1.2.3.3"]
+    assert study_uids(populated, PatientName="SM_TH%") == []
+
+
+def test_caseless_names_use_the_name_index(populated: Index) -> None:
+    from archived.index.query import compile_query
+
+    ds = query(QueryRetrieveLevel="STUDY", PatientName="smi*", StudyInstanceUID="")
+    compiled = compile_query(ds, "STUDY")
+    plan = " ".join(row[3] for row in populated.read().execute(
+        "EXPLAIN QUERY PLAN " + compiled.sql, compiled.args))  # fmt: skip
+    assert "INDEX patient_name" in plan
 
 
 def test_find_date_and_time_ranges(populated: Index) -> None:
@@ -240,6 +269,67 @@ def test_find_date_and_time_ranges(populated: Index) -> None:
     assert study_uids(populated, StudyDate="-20231231") == ["1.2.3.1"]
     assert study_uids(populated, StudyDate="20240601-20240630") == ["1.2.3.2"]
     assert study_uids(populated, StudyTime="0800-0830") == ["1.2.3.2"]
+    assert study_uids(populated, StudyDate="20230105-20230105") == ["1.2.3.1"]
+    assert study_uids(populated, StudyDate="2023.01.05-") == ["1.2.3.1", "1.2.3.2", "1.2.3.3"]
+
+
+@pytest.mark.parametrize(("times", "matches"), [
+    ("08-08", ["0800", "083000", "085959.999999"]),  # an hour: all of its minutes
+    ("0830-", ["083000", "085959.999999", "0900", "101530.5"]),
+    ("-0829", ["0800"]),
+    ("101530.5-", ["101530.5"]),
+    ("101530.50-101530.5", ["101530.5"]),  # trailing zeros do not change the value
+    ("-101530", ["0800", "083000", "085959.999999", "0900", "101530.5"]),  # 10:15:30.xxx
+    ("-101529", ["0800", "083000", "085959.999999", "0900"]),
+    ("08:30-09:00", ["083000", "085959.999999", "0900"]),  # ACR-NEMA colons
+])  # fmt: skip
+def test_find_time_ranges_with_partial_times_and_fractions(
+    index: Index, times: str, matches: list[str]
+) -> None:
+    stored = ["0800", "083000", "085959.999999", "0900", "101530.5"]
+    for n, value in enumerate(stored, 1):
+        store(index, attrs(1, study=n, study_time=value))
+    found = study_uids(index, StudyTime=times)
+    assert sorted(stored[int(uid.rsplit(".", 1)[1]) - 1] for uid in found) == sorted(matches)
+
+
+@pytest.mark.parametrize("value", ["2024-01-01-", "20240101-2024", "1015-25:00", "x-"])
+def test_malformed_range_is_a_query_error_naming_the_key(populated: Index, value: str) -> None:
+    keyword = "StudyTime" if ":" in value else "StudyDate"
+    with pytest.raises(QueryError, match=keyword):
+        study_uids(populated, **{keyword: value})
+
+
+@pytest.fixture
+def overnight(index: Index) -> Index:
+    """Studies around midnight of 2006-01-01/02, one without a time."""
+    for n, (date, time_) in enumerate([
+        ("20060101", "110000"), ("20060101", "130000"), ("20060102", "070000"),
+        ("20060102", "090000"), ("20060101", ""), ("20060103", "070000"),
+    ], 1):  # fmt: skip
+        store(index, attrs(1, study=n, study_date=date, study_time=time_))
+    return index
+
+
+def test_combined_datetime_range_spans_midnight(overnight: Index) -> None:
+    keys = {"StudyDate": "20060101-20060102", "StudyTime": "120000-080000"}
+    assert study_uids(overnight, COMBINED, **keys) == ["1.2.3.2", "1.2.3.3"]
+    # independent matching: no time is both after noon and before 8 o'clock
+    assert study_uids(overnight, **keys) == []
+
+
+def test_combined_datetime_open_ranges_and_mismatched_forms(overnight: Index) -> None:
+    assert study_uids(overnight, COMBINED, StudyDate="20060102-", StudyTime="080000-") == [
+        "1.2.3.4", "1.2.3.6"]  # fmt: skip
+    assert study_uids(overnight, COMBINED, StudyDate="-20060101", StudyTime="-120000") == [
+        "1.2.3.1"]  # fmt: skip
+    # different forms are matched each on its own (PS3.4 C.2.2.2.5.4)
+    assert study_uids(overnight, COMBINED, StudyDate="20060101-20060102",
+                      StudyTime="-080000") == ["1.2.3.3"]  # fmt: skip
+    # an empty time: only days strictly inside the range match
+    assert study_uids(overnight, COMBINED, StudyDate="20051231-20060102",
+                      StudyTime="120000-080000") == ["1.2.3.1", "1.2.3.2", "1.2.3.3",
+                                                     "1.2.3.5"]  # fmt: skip
 
 
 def test_find_uid_list_and_modalities(populated: Index) -> None:
