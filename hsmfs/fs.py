@@ -738,6 +738,9 @@ class HsmFs(pyfuse3.Operations):
             if self.stager is None:
                 raise fail(errno.EIO)
             stage = self.stager.start(ino)
+            await stage.wait_part()
+            if stage.error is not None:
+                raise fail(errno.EIO)
             try:
                 fd = await trio.to_thread.run_sync(os.open, stage.part, os.O_RDWR | os.O_CLOEXEC)
             except FileNotFoundError:

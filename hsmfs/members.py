@@ -367,6 +367,7 @@ class TarMembers:
         stage = stager.stages.get(tar) if stager is not None else None
         if stage is not None and stage.error is None and not stage.done:
             if member.data_offset + member.size <= stage.received + PREFETCH_WINDOW:
+                await stage.wait_part()
                 try:
                     handle.fd = await trio.to_thread.run_sync(
                         os.open, stage.part, os.O_RDONLY | os.O_CLOEXEC

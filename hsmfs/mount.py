@@ -232,7 +232,7 @@ class Daemon:
             limiter = trio.CapacityLimiter(backend.options.max_pool_connections)
             fs.stager = Stager(
                 fs.catalog, fs.cache, backend, limiter, nursery, fs.on_staged,
-                max_stages=self.config.hsm.max_stages,
+                io_limiter=fs.io_limiter, max_stages=self.config.hsm.max_stages,
             )  # fmt: skip
             if metrics is not None:
                 fs.stager.on_stage_time = metrics.observe_stage

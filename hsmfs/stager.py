@@ -128,6 +128,7 @@ class Stage:
     done: bool = False
     error: str | None = None
     known: ObjectInfo | None = None  # from the migration: lets the store skip a HEAD
+    part_ready: trio.Event = field(default_factory=trio.Event)  # set once the part exists
     _changed: trio.Event = field(default_factory=trio.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -152,6 +153,11 @@ class Stage:
         if not self.done and (whole or self.verified < end):
             log.error("staging %s: no data for %.0f s; read failed with EIO", self.key, timeout)
             raise pyfuse3.FUSEError(errno.EIO)
+
+    async def wait_part(self) -> None:
+        """Return once the part file exists (it is created in a worker thread after the
+        stage started), or the stage failed: only then may a reader open ``part``."""
+        await self.part_ready.wait()
 
     def check_blocks(self, fd: int) -> None:
         """Verify the blocks that arrived completely (worker thread).
@@ -183,12 +189,14 @@ class Stager:
         limiter: trio.CapacityLimiter,
         nursery: trio.Nursery,
         on_staged: Callable[[int], None],
+        io_limiter: trio.CapacityLimiter,
         max_stages: int = 4,
     ) -> None:
         self.catalog = catalog
         self.cache = cache
         self.backend = backend
-        self.limiter = limiter
+        self.limiter = limiter  # downloads
+        self.io_limiter = io_limiter  # creating part files (the cache disk)
         self.nursery = nursery
         self.on_staged = on_staged
         self.on_stage_time: Callable[[float], None] = lambda seconds: None  # metrics
@@ -199,19 +207,19 @@ class Stager:
         self.last_error: str | None = None
 
     def start(self, ino: int) -> Stage:
-        """The running stage of ``ino``, or a new one (the file must be released)."""
+        """The running stage of ``ino``, or a new one (the file must be released).
+
+        Registered at once, so every reader that comes later shares it; its task creates
+        the part file off the trio thread (``Stage.wait_part``) before downloading."""
         stage = self.stages.get(ino)
         if stage is not None and stage.error is None:
             return stage
-        with self.catalog.write() as txn:
+        with self.catalog.write() as txn:  # in the staging set before its part file exists
             record = txn.hsm_record(ino)
             inode = txn.get_inode(ino)
             assert inode is not None
             txn.add_to(b"staging", ino)
         part = self.cache.path(ino).with_suffix(".part")
-        part.parent.mkdir(exist_ok=True)
-        part.unlink(missing_ok=True)
-        part.touch(mode=0o600)
         stage = Stage(ino, record["key"], inode.size, part, list(record.get("crcs", [])))
         if record.get("etag"):
             stage.known = ObjectInfo(record["key"], inode.size, record.get("md5"), 0.0,
@@ -223,6 +231,8 @@ class Stager:
     async def _run(self, stage: Stage) -> None:
         token = trio.lowlevel.current_trio_token()
         try:
+            await trio.to_thread.run_sync(create_part, stage.part, limiter=self.io_limiter)
+            stage.part_ready.set()
             async with self.slots:
                 await trio.to_thread.run_sync(self._download, stage, token, limiter=self.limiter)
         except Exception as exc:
@@ -230,6 +240,7 @@ class Stager:
         else:
             self._finished(stage)
         finally:
+            stage.part_ready.set()  # who waits for the part file learns of a failure too
             stage.notify()
 
     def _download(self, stage: Stage, token: trio.lowlevel.TrioToken) -> None:
@@ -298,6 +309,14 @@ class Stager:
             "stages_failed": self.failed,
             "last_stage_error": self.last_error,
         }
+
+
+def create_part(part: Path) -> None:
+    """An empty part file for a new stage (a worker thread: the cache disk may be slow);
+    whatever a failed stage left there goes first."""
+    part.parent.mkdir(exist_ok=True)
+    part.unlink(missing_ok=True)
+    part.touch(mode=0o600)
 
 
 def discard_partial_stages(catalog: Catalog, cache: CacheDir) -> int:

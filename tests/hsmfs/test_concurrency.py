@@ -343,3 +343,47 @@ def test_a_policy_run_stuck_on_the_cache_does_not_stall_requests(
         assert threads_waiting_for_fuse(upper.proc.pid) > baseline
     finally:
         lower.proc.send_signal(signal.SIGCONT)
+
+
+def test_a_stage_stuck_creating_its_part_file_does_not_stall_the_others(
+    stacked: tuple[HsmMount, HsmMount],
+) -> None:
+    upper, lower = stacked
+    mnt = upper.mnt
+    data = pattern(7, 300_000)
+    released = mnt / "released"
+    released.write_bytes(data)
+    (mnt / "d").mkdir()
+    os.setxattr(released, "user.hsm.action", b"archive")
+    wait_for(lambda: os.getxattr(released, "user.hsm.state") == b"archived",
+             what="the file to be archived")  # fmt: skip
+    wait_for(lambda: open_files(upper) == 0, what="the file's release by the kernel")
+    os.setxattr(released, "user.hsm.action", b"release")
+    assert upper.proc is not None and lower.proc is not None
+    baseline = threads_waiting_for_fuse(upper.proc.pid)
+
+    lower.proc.send_signal(signal.SIGSTOP)
+    result: list[bytes] = []
+    stuck = threading.Thread(target=lambda: result.append(released.read_bytes()))
+    stuck.start()
+    try:
+        # Two worker threads of the upper daemon wait for the cache: the policy loop's
+        # statvfs and the creation of the stage's part file (nothing else uses the cache).
+        wait_for(lambda: threads_waiting_for_fuse(upper.proc.pid) >= baseline + 2,
+                 what="the stage to wait for the cache")  # fmt: skip
+
+        def other_requests() -> None:
+            for i in range(10):
+                os.mkdir(mnt / "d" / f"sub{i}")
+            assert len(os.listdir(mnt / "d")) == 10
+            assert os.getxattr(released, "user.hsm.state") == b"released"
+
+        run_bounded(other_requests, 60, "requests next to the stuck stage")
+        assert stuck.is_alive()
+    finally:
+        lower.proc.send_signal(signal.SIGCONT)
+    stuck.join(60)
+    assert not stuck.is_alive()
+    assert result == [data]
+    wait_for(lambda: os.getxattr(released, "user.hsm.state") == b"archived",
+             what="the stage to finish")  # fmt: skip
