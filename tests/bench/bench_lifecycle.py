@@ -4,8 +4,9 @@ equal study from ONLINE, measured side by side (goal: <= 1.5x).
     python tests/bench/bench_lifecycle.py [--instances 300] [--rows 512] [--rounds 2]
                                           [--member-prefetch whole|none]
 
-Set-up (real parts): moto's S3 server on loopback, an hsmfs mount on it, archived's AE in
-this process, DCMTK storescp as the move destination, movescu as the requester. Two
+Set-up (real parts): moto's S3 server on loopback in its own process (as S3 is: inside
+this process it would compete with archived's threads for the GIL), an hsmfs mount on it,
+archived's AE in this process, DCMTK storescp as the move destination, movescu as the requester. Two
 generated CT studies of ``--instances`` 16-bit slices: study A stays ONLINE; study B is
 copied into a tar by FileCopy, migrated by hsmfs, verified by SyncFileStatus, deleted
 from ONLINE by the deleter. Before every round the tar is released from hsmfs's cache,
@@ -44,9 +45,8 @@ from archived.services.filecopy import FileCopyService  # noqa: E402
 from archived.services.syncstatus import SyncFileStatusService  # noqa: E402
 from archived.storage import instance_dir, write_instance  # noqa: E402
 from tests.dicom.data import ct_study  # noqa: E402
-from tests.dicom.peers import StoreSCP, dcmtk_env, free_port  # noqa: E402
+from tests.dicom.peers import StoreSCP, dcmtk_env, free_port, wait_listening  # noqa: E402
 from tests.mounts import HsmMount, wait_for  # noqa: E402
-from tests.s3server import S3Server  # noqa: E402
 
 MAX_PDU = 128 * 1024
 HSM_CONFIG = '[hsm]\nmigrate_after = 0\nscan_interval = 0.2\nmember_prefetch = "{}"\n'
@@ -155,11 +155,16 @@ def main() -> None:
     }.items():
         os.environ.setdefault(key, value)
     work = Path(tempfile.mkdtemp(prefix="bench-lifecycle-"))
-    s3 = S3Server()
-    s3.start()
-    client = boto3.client("s3", endpoint_url=s3.endpoint, region_name="us-east-1")
+    s3_port = free_port()
+    s3 = subprocess.Popen(
+        [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(s3_port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    wait_listening(s3_port, s3)
+    endpoint = f"http://127.0.0.1:{s3_port}"
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
     client.create_bucket(Bucket="bench")
-    url = f"s3://bench/archive?endpoint={s3.endpoint}&region=us-east-1&addressing=path"
+    url = f"s3://bench/archive?endpoint={endpoint}&region=us-east-1&addressing=path"
     mount = HsmMount(
         work / "hsm",
         config_text=HSM_CONFIG.format(args.member_prefetch),
@@ -242,7 +247,8 @@ def main() -> None:
         index.close()
         dest.stop()
         mount.cleanup()
-        s3.stop()
+        s3.terminate()
+        s3.wait(timeout=30)
         shutil.rmtree(work, ignore_errors=True)
 
 
