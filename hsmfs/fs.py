@@ -1,72 +1,39 @@
 """The pyfuse3 Operations of hsmfs: thin handlers over the catalog and the cache.
 
-Every handler turns a failure into ``FUSEError(errno)``: ``OSError`` keeps its errno,
-anything unexpected is logged with its traceback and becomes EIO, so one bad request
-never takes the mount down. See CONCURRENCY.md for tasks, locks and invariants.
+Every handler turns a failure into ``FUSEError(errno)`` (errnos.py). Focused modules do
+the rest: rename.py the catalog side of rename(2), xattrs.py the ``user.hsm.*``
+attributes, members.py everything inside tars, stager.py and migrator.py the HSM. See
+CONCURRENCY.md for tasks, locks and invariants.
 """
 
 from __future__ import annotations
 
 import errno
 import functools
-import json
 import logging
 import os
 import stat
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import pyfuse3
 import trio
 
 from .cache import CacheDir, pread_into, pread_nowait
-from .catalog import NAME_MAX, ROOT_INO, Catalog, HsmFlag, HsmState, Inode, Txn, now_ns
+from .catalog import NAME_MAX, Catalog, HsmState, Inode, Txn, now_ns
 from .config import Config
+from .errnos import check_name, existing, fail, fuse_op
 from .members import TarMembers, is_member, is_tar_name, split_ino
-from .migrator import ReleaseRefused
+from .rename import rename_entry
 from .stager import RunningChecksums, WrittenChecksums
+from .xattrs import HSM_PREFIX, HsmAttributes, check_storable
 
 if TYPE_CHECKING:
     from .migrator import Migrator
     from .stager import Stage, Stager
 
 log = logging.getLogger(__name__)
-
-HSM_PREFIX = b"user.hsm."
-XATTR_NAME_MAX = 255
-XATTR_SIZE_MAX = 65536
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def fuse_op(func: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
-    """Translate every failure of a handler into the errno the kernel should see."""
-
-    @functools.wraps(func)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return await func(*args, **kwargs)
-        except pyfuse3.FUSEError:
-            raise
-        except OSError as exc:
-            raise pyfuse3.FUSEError(exc.errno or errno.EIO) from exc
-        except Exception:
-            log.exception("internal error in %s%r; answered EIO", func.__name__, args[1:])
-            raise pyfuse3.FUSEError(errno.EIO) from None
-
-    return wrapper
-
-
-def fail(code: int) -> pyfuse3.FUSEError:
-    return pyfuse3.FUSEError(code)
-
-
-def check_name(name: bytes) -> None:
-    if len(name) > NAME_MAX:
-        raise fail(errno.ENAMETOOLONG)
 
 
 @dataclass
@@ -85,20 +52,6 @@ class OpenInode:
 class Handle:
     ino: int
     writable: bool
-
-
-def format_flags(flags: int) -> str:
-    return ",".join(flag.name.lower() for flag in HsmFlag if flags & flag)
-
-
-def parse_flags(text: str) -> int:
-    flags = 0
-    for word in filter(None, (w.strip() for w in text.split(","))):
-        try:
-            flags |= HsmFlag[word.upper()]
-        except KeyError:
-            raise fail(errno.EINVAL) from None
-    return flags
 
 
 class HsmFs(pyfuse3.Operations):
@@ -127,6 +80,7 @@ class HsmFs(pyfuse3.Operations):
         self.written_checksums: dict[int, WrittenChecksums] = {}
         self.part_size = 0  # the object store's multipart part size, set by the mount
         self.members = TarMembers(self)
+        self.hsm_attributes = HsmAttributes(self)
         self.spawn: Callable[..., None] | None = None  # starts a background task (the mount's)
         self.counters: dict[str, int] = {
             "reads": 0,
@@ -167,18 +121,12 @@ class HsmFs(pyfuse3.Operations):
                 if any(self.members.names_member(txn, *entry) for entry in names):
                     raise fail(errno.EROFS)
 
-    def _get(self, txn: Txn, ino: int) -> Inode:
-        inode = txn.get_inode(ino)
-        if inode is None:
-            raise fail(errno.ENOENT)
-        return inode
-
     def _inode(self, ino: int) -> Inode:
         live = self.catalog.live.get(ino)
         if live is not None:
             return live
         with self.catalog.read() as txn:
-            return self._get(txn, ino)
+            return existing(txn, ino)
 
     def _remember(self, inode: Inode) -> pyfuse3.EntryAttributes:
         """Count one kernel reference to ``inode`` and return its attributes."""
@@ -234,7 +182,7 @@ class HsmFs(pyfuse3.Operations):
         self._writable(parent_ino)
         self._writable_names((parent_ino, name))
         with self.catalog.write() as txn:
-            parent = self._get(txn, parent_ino)
+            parent = existing(txn, parent_ino)
             if not parent.is_dir:
                 raise fail(errno.ENOTDIR)
             if parent.nlink == 0:
@@ -263,9 +211,9 @@ class HsmFs(pyfuse3.Operations):
                 found = self.members.lookup(txn, parent_inode, name)
                 if found is None and name == b"..":  # above the tar root: the tar's directory
                     link = txn.first_link(split_ino(parent_inode)[0])
-                    found = self._attr(self._get(txn, link[0])) if link else None
+                    found = self._attr(existing(txn, link[0])) if link else None
                 return found if found is not None else self._negative()
-            parent = self._get(txn, parent_inode)
+            parent = existing(txn, parent_inode)
             if name == b".":
                 ino: int | None = parent_inode
             elif name == b"..":
@@ -278,7 +226,7 @@ class HsmFs(pyfuse3.Operations):
                 bang = self.members.lookup_bang(txn, parent_inode, name)
                 # Not cached: a tar still open or being indexed has its members soon.
                 return bang if bang is not None else self._negative(entry_timeout=0.0)
-            return self._remember(self._get(txn, ino))
+            return self._remember(existing(txn, ino))
 
     def _negative(self, entry_timeout: float | None = None) -> pyfuse3.EntryAttributes:
         negative = pyfuse3.EntryAttributes()
@@ -328,7 +276,7 @@ class HsmFs(pyfuse3.Operations):
         if fields.update_size:
             await self._truncate(inode, attr.st_size)
         with self.catalog.write() as txn:
-            node = self._get(txn, inode)
+            node = existing(txn, inode)
             t = now_ns()
             if fields.update_mode:
                 node.mode = stat.S_IFMT(node.mode) | stat.S_IMODE(attr.st_mode)
@@ -368,7 +316,7 @@ class HsmFs(pyfuse3.Operations):
             grow_empty = functools.partial(self.cache.truncate, create=node.size == 0)
             await trio.to_thread.run_sync(grow_empty, ino, size, limiter=self.io_limiter)
         with self.catalog.write() as txn:
-            node = self._get(txn, ino)
+            node = existing(txn, ino)
             node.size = size
             node.touch()
             self._mark_modified(node)
@@ -437,7 +385,7 @@ class HsmFs(pyfuse3.Operations):
         self._writable(parent_inode)
         self._writable_names((parent_inode, name))
         with self.catalog.write() as txn:
-            parent = self._get(txn, parent_inode)
+            parent = existing(txn, parent_inode)
             if txn.lookup(parent_inode, name) is not None:
                 raise fail(errno.EEXIST)
             _, gid = self._new_owner(parent, stat.S_IFLNK, ctx)
@@ -457,11 +405,11 @@ class HsmFs(pyfuse3.Operations):
         self._writable_names((parent_inode, name))
         purge = None
         with self.catalog.write() as txn:
-            parent = self._get(txn, parent_inode)
+            parent = existing(txn, parent_inode)
             ino = txn.lookup(parent_inode, name)
             if ino is None:
                 raise fail(errno.ENOENT)
-            inode = self._get(txn, ino)
+            inode = existing(txn, ino)
             if inode.is_dir:
                 raise fail(errno.EISDIR)
             txn.remove_entry(parent_inode, name)
@@ -480,11 +428,11 @@ class HsmFs(pyfuse3.Operations):
         self._writable(parent_inode)
         self._writable_names((parent_inode, name))
         with self.catalog.write() as txn:
-            parent = self._get(txn, parent_inode)
+            parent = existing(txn, parent_inode)
             ino = txn.lookup(parent_inode, name)
             if ino is None:
                 raise fail(errno.ENOENT)
-            inode = self._get(txn, ino)
+            inode = existing(txn, ino)
             if not inode.is_dir:
                 raise fail(errno.ENOTDIR)
             if txn.has_entries(ino):
@@ -517,106 +465,12 @@ class HsmFs(pyfuse3.Operations):
             raise fail(errno.EINVAL)
         purge = None
         with self.catalog.write() as txn:
-            src_ino = txn.lookup(parent_inode_old, name_old)
-            if src_ino is None:
-                raise fail(errno.ENOENT)
-            dst_ino = txn.lookup(parent_inode_new, name_new)
-            old_parent = self._get(txn, parent_inode_old)
-            if parent_inode_new == parent_inode_old:
-                new_parent = old_parent  # one object, so no update to it is lost
-            else:
-                new_parent = self._get(txn, parent_inode_new)
-            src = self._get(txn, src_ino)
-            if flags & pyfuse3.RENAME_EXCHANGE:
-                if dst_ino is None:
-                    raise fail(errno.ENOENT)
-                self._exchange(txn, old_parent, name_old, src, new_parent, name_new, dst_ino)
-                return
-            if dst_ino is not None and flags & pyfuse3.RENAME_NOREPLACE:
-                raise fail(errno.EEXIST)
-            if dst_ino == src_ino:
-                return  # two names of one inode: POSIX says do nothing
-            if src.is_dir:
-                self._check_not_ancestor(txn, src_ino, parent_inode_new)
-            dst = None
-            if dst_ino is not None:
-                dst = self._get(txn, dst_ino)
-                if src.is_dir and not dst.is_dir:
-                    raise fail(errno.ENOTDIR)
-                if dst.is_dir and not src.is_dir:
-                    raise fail(errno.EISDIR)
-                if dst.is_dir and txn.has_entries(dst_ino):
-                    raise fail(errno.ENOTEMPTY)
-                txn.remove_entry(parent_inode_new, name_new)
-            txn.remove_entry(parent_inode_old, name_old)
-            txn.add_entry(parent_inode_new, name_new, src_ino)
-            src.touch(mtime=False)
-            if src.is_dir and parent_inode_old != parent_inode_new:
-                src.parent = parent_inode_new
-                old_parent.nlink -= 1
-                new_parent.nlink += 1
-            if dst is not None:
-                if dst.is_dir:
-                    dst.nlink = 0
-                    new_parent.nlink -= 1
-                else:
-                    dst.nlink -= 1
-                dst.touch(mtime=False)
-                txn.put_inode(dst)
-                if dst.nlink == 0:
-                    purge = self._drop_link(txn, dst)
-            old_parent.touch()
-            new_parent.touch()
-            txn.put_inode(src)
-            txn.put_inode(old_parent)
-            if new_parent.ino != old_parent.ino:
-                txn.put_inode(new_parent)
+            replaced = rename_entry(
+                txn, parent_inode_old, name_old, parent_inode_new, name_new, flags
+            )
+            if replaced is not None:
+                purge = self._drop_link(txn, replaced)
         self._purge(purge)
-
-    def _exchange(
-        self,
-        txn: Txn,
-        old_parent: Inode,
-        name_old: bytes,
-        src: Inode,
-        new_parent: Inode,
-        name_new: bytes,
-        dst_ino: int,
-    ) -> None:
-        dst = self._get(txn, dst_ino)
-        if old_parent.ino != new_parent.ino:
-            if src.is_dir:
-                self._check_not_ancestor(txn, src.ino, new_parent.ino)
-            if dst.is_dir:
-                self._check_not_ancestor(txn, dst.ino, old_parent.ino)
-        txn.remove_entry(old_parent.ino, name_old)
-        txn.remove_entry(new_parent.ino, name_new)
-        txn.add_entry(old_parent.ino, name_old, dst.ino)
-        txn.add_entry(new_parent.ino, name_new, src.ino)
-        if src.is_dir != dst.is_dir and old_parent.ino != new_parent.ino:
-            moved_dir_to_new = 1 if src.is_dir else -1
-            new_parent.nlink += moved_dir_to_new
-            old_parent.nlink -= moved_dir_to_new
-        if src.is_dir:
-            src.parent = new_parent.ino
-        if dst.is_dir:
-            dst.parent = old_parent.ino
-        src.touch(mtime=False)
-        dst.touch(mtime=False)
-        old_parent.touch()
-        new_parent.touch()
-        for node in {n.ino: n for n in (src, dst, old_parent, new_parent)}.values():
-            txn.put_inode(node)
-
-    def _check_not_ancestor(self, txn: Txn, moved_dir: int, new_parent: int) -> None:
-        """A directory must not move into itself or its own subtree (EINVAL)."""
-        ino = new_parent
-        while True:
-            if ino == moved_dir:
-                raise fail(errno.EINVAL)
-            if ino == ROOT_INO:
-                return
-            ino = self._get(txn, ino).parent
 
     @fuse_op
     async def link(
@@ -626,12 +480,12 @@ class HsmFs(pyfuse3.Operations):
         self._writable(inode, new_parent_inode)
         self._writable_names((new_parent_inode, new_name))
         with self.catalog.write() as txn:
-            node = self._get(txn, inode)
+            node = existing(txn, inode)
             if node.is_dir:
                 raise fail(errno.EPERM)
             if node.nlink == 0:
                 raise fail(errno.ENOENT)
-            parent = self._get(txn, new_parent_inode)
+            parent = existing(txn, new_parent_inode)
             if txn.lookup(new_parent_inode, new_name) is not None:
                 raise fail(errno.EEXIST)
             txn.add_entry(new_parent_inode, new_name, inode)
@@ -660,11 +514,11 @@ class HsmFs(pyfuse3.Operations):
                 self.members.readdir(txn, fh, start_id, token)
             return
         with self.catalog.read() as txn:
-            directory = self._get(txn, fh)
+            directory = existing(txn, fh)
             if start_id < 1 and not pyfuse3.readdir_reply(token, b".", self._attr(directory), 1):
                 return
             if start_id < 2:
-                parent = self._get(txn, directory.parent or fh)
+                parent = existing(txn, directory.parent or fh)
                 if not pyfuse3.readdir_reply(token, b"..", self._attr(parent), 2):
                     return
             for entry in txn.entries(fh, after_cookie=max(start_id, 2)):
@@ -900,67 +754,12 @@ class HsmFs(pyfuse3.Operations):
             with self.catalog.read() as txn:
                 return self.members.tar_xattr(txn, inode)
         if name.startswith(HSM_PREFIX):
-            return self.hsm_xattr(self._inode(inode), name)
+            return self.hsm_attributes.get(self._inode(inode), name)
         with self.catalog.read() as txn:
             value = txn.get_xattr(inode, name)
         if value is None:
             raise fail(pyfuse3.ENOATTR)
         return value
-
-    def hsm_xattr(self, inode: Inode, name: bytes) -> bytes:
-        """The virtual ``user.hsm.*`` attributes; computed, never stored."""
-        if name == b"user.hsm.daemon" and inode.ino == ROOT_INO and self.daemon_info:
-            return json.dumps(self.daemon_info).encode()
-        if not inode.is_reg:
-            raise fail(pyfuse3.ENOATTR)
-        if name == b"user.hsm.state":
-            return HsmState(inode.hsm_state).name.lower().encode()
-        if name == b"user.hsm.flags":
-            return format_flags(inode.hsm_flags).encode()
-        field = {
-            b"user.hsm.key": "key",
-            b"user.hsm.md5": "md5",
-            b"user.hsm.archived_at": "archived_at",
-        }
-        if name in field:
-            with self.catalog.read() as txn:
-                value = txn.hsm_record(inode.ino).get(field[name])
-            if value is not None and inode.hsm_state in (HsmState.ARCHIVED, HsmState.RELEASED):
-                if name == b"user.hsm.archived_at":
-                    value = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(value))
-                return str(value).encode()
-        raise fail(pyfuse3.ENOATTR)
-
-    def set_hsm_xattr(self, inode: Inode, name: bytes, value: bytes) -> None:
-        """``user.hsm.action`` (archive, release, stage) and ``user.hsm.flags``."""
-        if not inode.is_reg or name not in (b"user.hsm.action", b"user.hsm.flags"):
-            raise fail(errno.EPERM)  # the rest of user.hsm.* is the HSM's own
-        text = value.decode(errors="replace").strip().lower()
-        if name == b"user.hsm.flags":
-            flags = parse_flags(text)
-            with self.catalog.write() as txn:
-                node = self._get(txn, inode.ino)
-                node.hsm_flags = flags
-                txn.put_inode(node)
-            return
-        if self.migrator is None or self.stager is None:
-            raise fail(errno.ENOTSUP)
-        if text == "archive":
-            if inode.hsm_state == HsmState.DIRTY:
-                self.migrator.schedule(inode.ino, delay=0)
-        elif text == "release":
-            try:
-                self.migrator.release(inode.ino)
-            except ReleaseRefused as exc:
-                log.info("release of inode %d refused: %s", inode.ino, exc)
-                raise fail(errno.EBUSY) from None
-        elif text == "stage":
-            if inode.hsm_state == HsmState.LOST:
-                raise fail(errno.EIO)  # no valid copy to stage from
-            if inode.hsm_state == HsmState.RELEASED:
-                self.stager.start(inode.ino)
-        else:
-            raise fail(errno.EINVAL)
 
     @fuse_op
     async def setxattr(
@@ -968,29 +767,21 @@ class HsmFs(pyfuse3.Operations):
     ) -> None:
         self._writable(inode)
         if name.startswith(HSM_PREFIX):
-            self.set_hsm_xattr(self._inode(inode), name, value)
+            self.hsm_attributes.set(self._inode(inode), name, value)
             return
-        self._check_xattr_name(name)
-        if len(value) > XATTR_SIZE_MAX:
-            raise fail(errno.E2BIG)
+        check_storable(name, value)
         with self.catalog.write() as txn:
-            node = self._get(txn, inode)
+            node = existing(txn, inode)
             txn.set_xattr(inode, name, value)
             node.touch(mtime=False)
             txn.put_inode(node)
-
-    def _check_xattr_name(self, name: bytes) -> None:
-        if name.startswith(b"system."):
-            raise fail(errno.EOPNOTSUPP)  # POSIX ACLs are not supported
-        if len(name) > XATTR_NAME_MAX or not name:
-            raise fail(errno.ERANGE)
 
     @fuse_op
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
         if is_member(inode):
             return []
         with self.catalog.read() as txn:
-            self._get(txn, inode)
+            existing(txn, inode)
             return [name for name, _ in txn.xattrs(inode)]
 
     @fuse_op
@@ -999,7 +790,7 @@ class HsmFs(pyfuse3.Operations):
         if name.startswith(HSM_PREFIX):
             raise fail(errno.EPERM)
         with self.catalog.write() as txn:
-            node = self._get(txn, inode)
+            node = existing(txn, inode)
             if not txn.remove_xattr(inode, name):
                 raise fail(pyfuse3.ENOATTR)
             node.touch(mtime=False)
