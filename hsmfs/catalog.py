@@ -293,6 +293,9 @@ class Txn:
     def put_raw(self, db_name: bytes, key: bytes, value: bytes) -> None:
         self._t.put(key, value, db=self._c.db[db_name])
 
+    def delete_raw(self, db_name: bytes, key: bytes) -> None:
+        self._t.delete(key, db=self._c.db[db_name])
+
     def inodes(self) -> Iterator[Inode]:
         with self._t.cursor(db=self._c.db[b"inodes"]) as cur:
             for key, value in cur:

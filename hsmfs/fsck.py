@@ -8,14 +8,15 @@ repaired, 4 damage left (dry run, or not repairable).
 from __future__ import annotations
 
 import stat
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from .cache import CacheDir
-from .catalog import FIRST_COOKIE, ROOT_INO, Catalog, HsmState, Txn
+from .catalog import FIRST_COOKIE, ROOT_INO, Catalog, HsmState, Txn, u64
 from .errors import CatalogError
 from .lock import StateLock
 
@@ -50,6 +51,8 @@ class Fsck:
             self.check_unreachable,
             self.check_link_counts,
             self.check_directory_parents,
+            self.check_names,
+            self.check_other_links,
             self.check_cache_orphans,
             self.check_missing_data,
             self.check_sizes,
@@ -177,6 +180,67 @@ class Fsck:
                     child.parent = parent
                     txn.put_inode(child)
 
+    def check_names(self, txn: Txn) -> None:
+        """``names`` must hold one of an inode's entries (a file's path, its object key),
+        and nothing for an inode without entries."""
+        links = links_by_inode(txn)
+        names = names_by_inode(txn)
+        others = other_links_by_inode(txn)
+        for ino in sorted(links.keys() | names.keys()):
+            current = names.get(ino)
+            if txn.get_inode(ino) is None:  # entries naming it are dangling_entries' part
+                if current is not None and self.found(
+                    f"inode {ino} does not exist but is named by {describe(current)}; "
+                    "removing the name"
+                ):
+                    txn.delete_raw(b"names", u64(ino))
+                continue
+            expected = expected_name(links.get(ino, set()), current, others.get(ino, set()))
+            if expected == current:
+                continue
+            if expected is None:
+                assert current is not None
+                message = f"inode {ino} has no entries but is named by {describe(current)}"
+                message += "; removing the name"
+            elif current is None:
+                message = f"inode {ino} has no name; naming it by {describe(expected)}"
+            else:
+                message = (
+                    f"inode {ino} is named by {describe(current)}, which is not one of its "
+                    f"entries; naming it by {describe(expected)}"
+                )
+            if self.found(message):
+                if expected is None:
+                    txn.delete_raw(b"names", u64(ino))
+                else:  # an other link that becomes the name leaves other_links, as in use
+                    txn.put_raw(b"names", u64(ino), expected)
+                    txn.delete_raw(b"other_links", u64(ino) + expected)
+
+    def check_other_links(self, txn: Txn) -> None:
+        """``other_links`` must hold exactly an inode's entries other than its name: the
+        links that take over the name when it is removed."""
+        links = links_by_inode(txn)
+        names = names_by_inode(txn)
+        others = other_links_by_inode(txn)
+        for ino in sorted(links.keys() | others.keys()):
+            recorded = others.get(ino, set())
+            if txn.get_inode(ino) is None:  # entries naming it are dangling_entries' part
+                stale, missing, whose = recorded, set(), f"inode {ino}, which does not exist,"
+            else:
+                entries = links.get(ino, set())
+                name = expected_name(entries, names.get(ino), recorded)
+                expected = entries - {name}
+                # In a dry run, the link that check_names makes the name is still here.
+                moving = {name} if name != names.get(ino) else set()
+                stale, missing = recorded - expected - moving, expected - recorded
+                whose = f"inode {ino}"
+            for link in sorted(stale):
+                if self.found(f"{whose} has a stale other link, {describe(link)}; removing it"):
+                    txn.delete_raw(b"other_links", u64(ino) + link)
+            for link in sorted(missing):
+                if self.found(f"{whose} is missing its other link {describe(link)}; adding it"):
+                    txn.put_raw(b"other_links", u64(ino) + link, b"")
+
     def check_cache_orphans(self, txn: Txn) -> None:
         """Cache files of inodes the catalog does not know are garbage."""
         for ino, path in list(self.cache.inodes()):
@@ -227,6 +291,38 @@ class Fsck:
                 txn.set_meta(key, str(floor).encode())
 
 
+def links_by_inode(txn: Txn) -> dict[int, set[bytes]]:
+    """Every directory entry as a link (parent ino + name), by the inode it names."""
+    links: defaultdict[int, set[bytes]] = defaultdict(set)
+    for parent, entry in txn.all_entries():
+        links[entry.ino].add(u64(parent) + entry.name)
+    return dict(links)
+
+
+def names_by_inode(txn: Txn) -> dict[int, bytes]:
+    return {int.from_bytes(key, "big"): link for key, link in txn.scan_prefix(b"names", b"")}
+
+
+def other_links_by_inode(txn: Txn) -> dict[int, set[bytes]]:
+    others: defaultdict[int, set[bytes]] = defaultdict(set)
+    for key, _ in txn.scan_prefix(b"other_links", b""):
+        others[int.from_bytes(key[:8], "big")].add(key[8:])
+    return dict(others)
+
+
+def expected_name(links: set[bytes], name: bytes | None, others: set[bytes]) -> bytes | None:
+    """The link that should name an inode: its name if that is one of its entries, else
+    the first of its other links that is (the one the catalog would promote), else its
+    first entry; None without entries."""
+    if name in links:
+        return name
+    return min(others & links, default=None) or min(links, default=None)
+
+
+def describe(link: bytes) -> str:
+    return f"entry {link[8:]!r} in directory {int.from_bytes(link[:8], 'big')}"
+
+
 def run_fsck(state_dir: Path, cache_dir: Path, *, repair: bool) -> int:
     console = Console(stderr=False, highlight=False)
     if not (state_dir / "catalog" / "data.mdb").exists():
@@ -239,7 +335,8 @@ def run_fsck(state_dir: Path, cache_dir: Path, *, repair: bool) -> int:
             catalog.close()
     for f in findings:
         action = "repaired" if f.repaired else "NOT repaired"
-        console.print(f"[bold]{f.check}[/]: {f.message} [{action}]")
+        # One line per finding; names and paths are data, never markup (nor is the action).
+        console.print(f"[bold]{f.check}[/]: {escape(f.message)} \\[{action}]", soft_wrap=True)
     if not findings:
         console.print(f"hsmfs fsck: {state_dir} is clean")
         return 0

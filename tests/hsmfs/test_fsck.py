@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from hsmfs.cache import CacheDir
-from hsmfs.catalog import ROOT_INO, Catalog, Txn
+from hsmfs.catalog import ROOT_INO, Catalog, Txn, u64
 from hsmfs.fsck import Fsck
 from tests.mounts import HsmMount
 
@@ -59,8 +59,51 @@ def damage(mount: HsmMount, func: Callable[[Catalog, Txn], object]) -> None:
         catalog.close()
 
 
+def link(parent: int, name: bytes) -> bytes:
+    """A link as ``names`` and ``other_links`` record it: parent ino + name."""
+    return u64(parent) + name
+
+
+def recorded_links(mount: HsmMount, *path: bytes) -> tuple[bytes | None, set[bytes]]:
+    """(``names`` value, ``other_links`` of) the inode at ``path``."""
+    catalog = Catalog(mount.state / "catalog")
+    try:
+        ino = ino_of(catalog, *path)
+        with catalog.read() as txn:
+            others = {key[8:] for key, _ in txn.scan_prefix(b"other_links", u64(ino))}
+            return txn.get_raw(b"names", u64(ino)), others
+    finally:
+        catalog.close()
+
+
+def catalog_contents(mount: HsmMount) -> dict[bytes, list[tuple[bytes, bytes]]]:
+    """Every record of every sub-database, byte for byte."""
+    catalog = Catalog(mount.state / "catalog", readonly=True)
+    try:
+        with catalog.read() as txn:
+            return {name: list(txn.scan_prefix(name, b"")) for name in catalog.db}
+    finally:
+        catalog.close()
+
+
 def test_clean_file_system_has_no_findings(populated: HsmMount) -> None:
     assert fsck(populated) == []
+
+
+def test_a_healthy_catalog_is_left_untouched(populated: HsmMount) -> None:
+    mnt = populated.start().mnt
+    for name in ("h2", "h3"):  # three links; then the named one goes, and one is renamed
+        os.link(mnt / "d" / "f", mnt / "e" / name)
+    os.unlink(mnt / "d" / "f")
+    os.rename(mnt / "e" / "h3", mnt / "d" / "h3")
+    os.rename(mnt / "e", mnt / "d" / "e")  # a directory's name moves too
+    (mnt / "d" / "e" / "single").write_bytes(b"one link")
+    assert populated.stop() == 0
+    before = catalog_contents(populated)
+    assert before[b"other_links"]  # the hard links are really there
+    assert fsck(populated) == []
+    assert fsck(populated, repair=False) == []
+    assert catalog_contents(populated) == before
 
 
 def test_wrong_link_count_is_fixed(populated: HsmMount) -> None:
@@ -175,3 +218,90 @@ def test_fsck_refuses_a_mounted_state_directory(populated: HsmMount) -> None:
     result = subprocess.run(cmd, capture_output=True, text=True)
     assert result.returncode == 3
     assert "in use" in result.stderr and "Traceback" not in result.stderr
+
+
+# -- names and other_links --------------------------------------------------------------
+def test_lost_name_of_a_hard_linked_file_is_restored(populated: HsmMount) -> None:
+    damage(populated, lambda c, txn: txn.delete_raw(b"names", u64(ino_of(c, b"d", b"g"))))
+    catalog = Catalog(populated.state / "catalog")
+    d, e = ino_of(catalog, b"d"), ino_of(catalog, b"e")
+    catalog.close()
+    assert fsck(populated) == ["names", "other_links"]
+    assert fsck(populated) == []
+    # The other link took the name (as when the named link is removed); the old name
+    # became an other link.
+    assert recorded_links(populated, b"d", b"g") == (link(e, b"g2"), {link(d, b"g")})
+    populated.start()
+    os.unlink(populated.mnt / "e" / "g2")
+    assert populated.stop() == 0
+    assert recorded_links(populated, b"d", b"g") == (link(d, b"g"), set())
+    assert fsck(populated) == []
+
+
+def test_name_that_is_no_entry_is_replaced_and_a_missing_one_restored(
+    populated: HsmMount,
+) -> None:
+    def corrupt(catalog: Catalog, txn: Txn) -> None:
+        e = ino_of(catalog, b"e")
+        txn.put_raw(b"names", u64(ino_of(catalog, b"d", b"f")), link(e, b"gone"))
+        txn.delete_raw(b"names", u64(e))  # a directory: its name is in every path below it
+
+    damage(populated, corrupt)
+    assert fsck(populated) == ["names", "names"]
+    assert fsck(populated) == []
+    catalog = Catalog(populated.state / "catalog")
+    d = ino_of(catalog, b"d")
+    with catalog.read() as txn:
+        assert txn.path_of(ino_of(catalog, b"e", b"g2")) == "d/g"
+    catalog.close()
+    assert recorded_links(populated, b"d", b"f") == (link(d, b"f"), set())
+    assert recorded_links(populated, b"e") == (link(ROOT_INO, b"e"), set())
+
+
+def test_stale_and_missing_other_links_are_fixed(populated: HsmMount) -> None:
+    def corrupt(catalog: Catalog, txn: Txn) -> None:
+        e = ino_of(catalog, b"e")
+        f, g = ino_of(catalog, b"d", b"f"), ino_of(catalog, b"d", b"g")
+        txn.put_raw(b"other_links", u64(f) + link(e, b"old-f"), b"")  # f has one link
+        txn.put_raw(b"other_links", u64(g) + link(e, b"old-g"), b"")
+        txn.delete_raw(b"other_links", u64(g) + link(e, b"g2"))
+        txn.put_raw(b"names", u64(4242), link(e, b"ghost"))  # no such inode
+        txn.put_raw(b"other_links", u64(4242) + link(e, b"ghost2"), b"")
+
+    damage(populated, corrupt)
+    assert sorted(fsck(populated)) == ["names"] + ["other_links"] * 4
+    assert fsck(populated) == []
+    catalog = Catalog(populated.state / "catalog")
+    d, e = ino_of(catalog, b"d"), ino_of(catalog, b"e")
+    with catalog.read() as txn:
+        assert txn.get_raw(b"names", u64(4242)) is None
+        assert list(txn.scan_prefix(b"other_links", u64(4242))) == []
+    catalog.close()
+    assert recorded_links(populated, b"d", b"f") == (link(d, b"f"), set())
+    assert recorded_links(populated, b"d", b"g") == (link(d, b"g"), {link(e, b"g2")})
+    # The restored other link takes over the name when the named link goes.
+    populated.start()
+    os.unlink(populated.mnt / "d" / "g")
+    assert populated.stop() == 0
+    assert recorded_links(populated, b"e", b"g2") == (link(e, b"g2"), set())
+
+
+def test_dry_run_reports_link_index_damage_as_a_repair_would(populated: HsmMount) -> None:
+    def corrupt(catalog: Catalog, txn: Txn) -> None:
+        txn.delete_raw(b"names", u64(ino_of(catalog, b"d", b"g")))
+        txn.put_raw(b"other_links", u64(ino_of(catalog, b"d", b"f")) + b"x" * 9, b"")
+
+    damage(populated, corrupt)
+    before = catalog_contents(populated)
+    expected = ["names", "other_links", "other_links"]
+    assert fsck(populated, repair=False) == expected
+    assert catalog_contents(populated) == before
+    cmd = [sys.executable, "-m", "hsmfs.cli", "fsck", "--state", str(populated.state),
+           "--cache", str(populated.cache)]  # fmt: skip
+    dry = subprocess.run([*cmd, "--dry-run"], capture_output=True, text=True)
+    assert dry.returncode == 4, dry.stdout + dry.stderr
+    assert "has no name" in dry.stdout and "stale other link" in dry.stdout
+    assert catalog_contents(populated) == before
+    fixed = subprocess.run(cmd, capture_output=True, text=True)
+    assert fixed.returncode == 1 and fixed.stdout.count("[repaired]") == len(expected)
+    assert fsck(populated) == []
