@@ -1,7 +1,8 @@
 """The control-socket commands behind hsmctl: status, archive, release, stage.
 
 ``archive`` and ``stage`` wait until every file is done, sending a progress line per
-file; ``release`` answers at once with the files it refused and why.
+file; ``release`` answers once the released files' cache data is gone, with the files it
+refused and why.
 """
 
 from __future__ import annotations
@@ -114,11 +115,14 @@ class Actions:
         assert migrator is not None
         refused = {}
         freed = 0
-        for ino in (int(i) for i in request["inos"]):
+        inos = [int(i) for i in request["inos"]]
+        for ino in inos:
             try:
                 freed += migrator.release(ino)
             except ReleaseRefused as exc:
                 refused[str(ino)] = str(exc)
+        for ino in inos:
+            await self.fs.removals.removed(ino)
         return {"ok": not refused, "freed": freed, "refused": refused,
                 "error": f"{len(refused)} file(s) not released" if refused else None}  # fmt: skip
 

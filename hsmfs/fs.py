@@ -25,6 +25,7 @@ from .catalog import NAME_MAX, Catalog, HsmState, Inode, Txn, now_ns
 from .config import Config
 from .errnos import check_name, existing, fail, fuse_op
 from .members import TarMembers, is_member, is_tar_name, split_ino
+from .removals import CacheRemovals
 from .rename import rename_entry
 from .stager import RunningChecksums, WrittenChecksums
 from .xattrs import HSM_PREFIX, HsmAttributes, check_storable
@@ -64,6 +65,7 @@ class HsmFs(pyfuse3.Operations):
         self.cache = cache
         self.config = config
         self.io_limiter = trio.CapacityLimiter(config.fs.io_threads)
+        self.removals = CacheRemovals(cache, self.io_limiter)
         self.lookups: dict[int, int] = {}
         self.open_inodes: dict[int, OpenInode] = {}
         self.handles: dict[int, Handle] = {}
@@ -150,22 +152,12 @@ class HsmFs(pyfuse3.Operations):
         if deleted is None:
             return
         ino, key = deleted
-        if self.spawn is not None:
-            # Off the trio thread, so a slow cache disk stalls no other request. Inode
-            # numbers are never reused, and recovery removes what a crash left behind.
-            self.spawn(self._remove_cache_file, ino)
-        else:
-            self.cache.remove(ino)
+        # Off the trio thread, so a slow cache disk stalls no other request. Inode numbers
+        # are never reused, and recovery removes what a crash left behind.
+        self.removals.start(ino)
         self.data_versions.pop(ino, None)
         if key is not None and self.delete_object is not None:
             self.delete_object(key)
-
-    async def _remove_cache_file(self, ino: int) -> None:
-        try:
-            with trio.CancelScope(shield=True):  # an unmount waits for it: no leftovers
-                await trio.to_thread.run_sync(self.cache.remove, ino, limiter=self.io_limiter)
-        except OSError as exc:
-            log.error("cannot remove the cache file of deleted inode %d: %s", ino, exc)
 
     def _new_owner(self, parent: Inode, mode: int, ctx: pyfuse3.RequestContext) -> tuple[int, int]:
         """(mode, gid) for a new inode, honouring a set-group-ID parent directory."""
@@ -293,6 +285,7 @@ class HsmFs(pyfuse3.Operations):
             return self._attr(node)
 
     async def _truncate(self, ino: int, size: int) -> None:
+        await self.removals.removed(ino)  # a release's removal must not take the new data
         node = self._inode(ino)
         if node.is_dir:
             raise fail(errno.EISDIR)
@@ -304,7 +297,9 @@ class HsmFs(pyfuse3.Operations):
             await trio.to_thread.run_sync(os.ftruncate, opened.fd, size, limiter=self.io_limiter)
             opened.sums = RunningChecksums(self.part_size) if size == 0 else None
         elif node.hsm_state == HsmState.RELEASED and size == 0:
-            await trio.to_thread.run_sync(self.cache.create_empty, ino, limiter=self.io_limiter)
+            # Truncated too: a crash may have left the released data there.
+            emptied = functools.partial(self.cache.truncate, create=True)
+            await trio.to_thread.run_sync(emptied, ino, 0, limiter=self.io_limiter)
         elif node.hsm_state == HsmState.RELEASED:
             info = await self._open(ino, os.O_RDWR)  # stages the data first
             try:
@@ -598,13 +593,14 @@ class HsmFs(pyfuse3.Operations):
             try:
                 fd = await trio.to_thread.run_sync(os.open, stage.part, os.O_RDWR | os.O_CLOEXEC)
             except FileNotFoundError:
-                if stage.error is not None:  # failed at once (no object): discarded its part
-                    raise fail(errno.EIO) from None
+                # The stage is ending: its part file was renamed into place or discarded,
+                # and the catalog says which only once it has ended.
+                await stage.wait_ended()
                 if not stage.done:
-                    raise
-                # Staged while we waited: the part file is the cache file now.
+                    raise fail(errno.EIO) from None
                 fd = await trio.to_thread.run_sync(self.cache.open, ino, limiter=self.io_limiter)
         else:
+            await self.removals.removed(ino)
             # An empty file may have no cache file yet; one with data must have its own.
             fd = await trio.to_thread.run_sync(
                 functools.partial(self.cache.open, ino, create=node.size == 0),
@@ -768,6 +764,7 @@ class HsmFs(pyfuse3.Operations):
         self._writable(inode)
         if name.startswith(HSM_PREFIX):
             self.hsm_attributes.set(self._inode(inode), name, value)
+            await self.removals.removed(inode)  # a release answers once the data is gone
             return
         check_storable(name, value)
         with self.catalog.write() as txn:
@@ -835,5 +832,6 @@ class HsmFs(pyfuse3.Operations):
             "kernel_references": len(self.lookups),
             "unflushed_inodes": len(self.catalog.dirty),
             "orphans": cat.orphans,
+            **self.removals.statistics(),
             **self.counters,
         }

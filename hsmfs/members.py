@@ -372,7 +372,8 @@ class TarMembers:
                     handle.fd = await trio.to_thread.run_sync(
                         os.open, stage.part, os.O_RDONLY | os.O_CLOEXEC
                     )
-                except FileNotFoundError:  # the stage ended meanwhile: renamed, or failed
+                except FileNotFoundError:  # the stage is ending: renamed, or failed
+                    await stage.wait_ended()  # then the catalog says which
                     with self.catalog.read() as txn:
                         state = HsmState(self._tar_inode(txn, tar).hsm_state)
                     if state == HsmState.LOST:

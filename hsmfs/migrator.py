@@ -8,7 +8,9 @@
 - Release: when the cache file system passes its high watermark, archived files are
   released least recently opened first until it is below the low watermark; with
   ``release_after``, archived files not opened for that long are released too. A file
-  that is dirty, open, ``norelease``, ``lost`` or being staged is never released.
+  that is dirty, open, ``norelease``, ``lost`` or being staged is never released. The
+  state changes on the trio thread; the cache file is removed after, in a worker thread
+  (``CacheRemovals``), which a stage or truncation of the file waits for.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from .backends import ObjectStore, TemporaryFailure
 from .cache import CacheDir
 from .catalog import Catalog, HsmFlag, HsmState, Inode, now_ns
 from .config import Config, parse_size
+from .removals import CacheRemovals
 from .stager import WrittenChecksums, file_checksums
 
 log = logging.getLogger(__name__)
@@ -53,11 +56,13 @@ class Migrator:
         limiter: trio.CapacityLimiter,
         is_open: Any,
         data_version: Any,
+        removals: CacheRemovals,
         last_open: dict[int, int] | None = None,
         written_checksums: dict[int, WrittenChecksums] | None = None,
     ) -> None:
         self.catalog = catalog
         self.cache = cache
+        self.removals = removals
         self.backend = backend
         self.config = config
         self.limiter = limiter
@@ -225,7 +230,10 @@ class Migrator:
 
     # -- release --------------------------------------------------------------------------
     def release(self, ino: int) -> int:
-        """Release one file now; returns the bytes freed, raises ReleaseRefused."""
+        """Release one file now; returns the bytes freed, raises ReleaseRefused.
+
+        Not async: the checks and the state change are one step (no open slips in). The
+        cache file goes in a worker thread after; ``removals.removed(ino)`` waits for it."""
         if self.is_open(ino, writers=False):
             raise ReleaseRefused("it is open")
         with self.catalog.write() as txn:
@@ -241,7 +249,7 @@ class Migrator:
                 raise ReleaseRefused(f"it is {state.name.lower()}")
             inode.hsm_state = HsmState.RELEASED
             txn.put_inode(inode)
-        self.cache.remove(ino)
+        self.removals.start(ino)
         self.counters["released"] += 1
         return inode.size
 
@@ -266,6 +274,7 @@ class Migrator:
         candidates = await trio.to_thread.run_sync(self._release_candidates, limiter=self.limiter)
         cutoff = now_ns() - int(max_age * 1e9) if max_age is not None else None
         freed = 0
+        released = []
         for inode in candidates:  # least recently used first
             too_old = cutoff is not None and self._last_use(inode) < cutoff
             if freed >= over and not too_old:
@@ -274,6 +283,9 @@ class Migrator:
                 freed += self.release(inode.ino)
             except ReleaseRefused:
                 continue
+            released.append(inode.ino)
+        for ino in released:  # the next statvfs must see the space freed
+            await self.removals.removed(ino)
         if freed < over or max_age is not None:
             # A sweep reads every inode: after one that could not do all it wanted (or an
             # age sweep), wait before the next instead of rescanning every scan_interval.

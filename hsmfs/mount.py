@@ -18,7 +18,7 @@ import trio
 from .actions import Actions
 from .backends import ObjectStore, ObjectStoreError, open_backend
 from .cache import CacheDir
-from .catalog import Catalog, HsmState, now_ns
+from .catalog import Catalog, HsmState, Txn, now_ns
 from .config import Config, load_config
 from .control import ControlServer
 from .errors import MountError, UsageError
@@ -99,7 +99,7 @@ def recover(catalog: Catalog, cache: CacheDir) -> None:
         log.warning(
             "the previous daemon did not shut down cleanly: recovered the size of %d file(s) "
             "that were open for writing, removed %d unlinked file(s) and %d cache file(s) "
-            "of no inode",
+            "of no inode or of a released file",
             resized,
             len(purged),
             strays,
@@ -108,12 +108,19 @@ def recover(catalog: Catalog, cache: CacheDir) -> None:
 
 def remove_stray_cache_files(catalog: Catalog, cache: CacheDir) -> int:
     """A crash between a catalog commit and the matching cache change (a create that never
-    committed, an unlink whose data was not yet removed) leaves data of no inode."""
+    committed, an unlink or a release whose data was not yet removed) leaves data of no
+    inode, or of a released file."""
     with catalog.read() as txn:
-        strays = [path for ino, path in cache.inodes() if ino >= 0 and txn.get_inode(ino) is None]
+        strays = [path for ino, path in cache.inodes() if ino >= 0 and wants_no_data(txn, ino)]
     for path in strays:
         path.unlink(missing_ok=True)
     return len(strays)
+
+
+def wants_no_data(txn: Txn, ino: int) -> bool:
+    """No inode, or a released one: a cache file of ``ino`` is garbage."""
+    inode = txn.get_inode(ino)
+    return inode is None or inode.hsm_state == HsmState.RELEASED
 
 
 def clear_stale_mount(mountpoint: Path) -> None:
@@ -230,16 +237,18 @@ class Daemon:
             nursery.start_soon(self.notifier.ping_watchdog)
             self._cancel = nursery.cancel_scope
             limiter = trio.CapacityLimiter(backend.options.max_pool_connections)
+            fs.removals.spawn = nursery.start_soon
             fs.stager = Stager(
                 fs.catalog, fs.cache, backend, limiter, nursery, fs.on_staged,
-                io_limiter=fs.io_limiter, max_stages=self.config.hsm.max_stages,
+                io_limiter=fs.io_limiter, removals=fs.removals,
+                max_stages=self.config.hsm.max_stages,
             )  # fmt: skip
             if metrics is not None:
                 fs.stager.on_stage_time = metrics.observe_stage
             fs.migrator = Migrator(
                 fs.catalog, fs.cache, backend, self.config, limiter,
-                fs.is_open, lambda ino: fs.data_versions.get(ino, 0), fs.last_open,
-                fs.written_checksums,
+                fs.is_open, lambda ino: fs.data_versions.get(ino, 0), fs.removals,
+                fs.last_open, fs.written_checksums,
             )  # fmt: skip
             fs.delete_object = lambda key: nursery.start_soon(self._delete_object, key, limiter)
             fs.members.backend = backend

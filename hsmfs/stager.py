@@ -6,6 +6,8 @@ at migration before any reader sees it, and answers each read as soon as the ver
 prefix covers it. The whole object is then checked against its MD5 and the part file
 renamed into place (open file descriptors stay valid across the rename). A checksum
 mismatch marks the file ``lost``; every waiting read fails with EIO, never wrong bytes.
+Every file operation on the part file runs in a worker thread (io limiter): a slow cache
+disk stalls the stage, never the trio thread.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import trio
 from .backends import ChecksumMismatch, NoSuchObject, ObjectInfo, ObjectStore
 from .cache import CacheDir
 from .catalog import Catalog, HsmState
+from .removals import CacheRemovals
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +132,9 @@ class Stage:
     error: str | None = None
     known: ObjectInfo | None = None  # from the migration: lets the store skip a HEAD
     part_ready: trio.Event = field(default_factory=trio.Event)  # set once the part exists
+    # Set once done or failed and its part file renamed or removed: a reader that finds
+    # no part file learns here which it was, a new stage of the file may make its own.
+    ended: trio.Event = field(default_factory=trio.Event)
     _changed: trio.Event = field(default_factory=trio.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -158,6 +164,11 @@ class Stage:
         """Return once the part file exists (it is created in a worker thread after the
         stage started), or the stage failed: only then may a reader open ``part``."""
         await self.part_ready.wait()
+
+    async def wait_ended(self) -> None:
+        """Return once the stage is ``done`` (the part file is the cache file now) or has
+        failed (it is gone), and the catalog says so."""
+        await self.ended.wait()
 
     def check_blocks(self, fd: int) -> None:
         """Verify the blocks that arrived completely (worker thread).
@@ -190,13 +201,15 @@ class Stager:
         nursery: trio.Nursery,
         on_staged: Callable[[int], None],
         io_limiter: trio.CapacityLimiter,
+        removals: CacheRemovals,
         max_stages: int = 4,
     ) -> None:
         self.catalog = catalog
         self.cache = cache
         self.backend = backend
         self.limiter = limiter  # downloads
-        self.io_limiter = io_limiter  # creating part files (the cache disk)
+        self.io_limiter = io_limiter  # part files: create, rename, remove (the cache disk)
+        self.removals = removals  # of released cache files, which a stage must not overtake
         self.nursery = nursery
         self.on_staged = on_staged
         self.on_stage_time: Callable[[float], None] = lambda seconds: None  # metrics
@@ -211,9 +224,9 @@ class Stager:
 
         Registered at once, so every reader that comes later shares it; its task creates
         the part file off the trio thread (``Stage.wait_part``) before downloading."""
-        stage = self.stages.get(ino)
-        if stage is not None and stage.error is None:
-            return stage
+        previous = self.stages.get(ino)
+        if previous is not None and previous.error is None:
+            return previous
         with self.catalog.write() as txn:  # in the staging set before its part file exists
             record = txn.hsm_record(ino)
             inode = txn.get_inode(ino)
@@ -225,22 +238,32 @@ class Stager:
             stage.known = ObjectInfo(record["key"], inode.size, record.get("md5"), 0.0,
                                      etag=record["etag"])  # fmt: skip
         self.stages[ino] = stage
-        self.nursery.start_soon(self._run, stage)
+        self.nursery.start_soon(self._run, stage, previous)
         return stage
 
-    async def _run(self, stage: Stage) -> None:
+    async def _run(self, stage: Stage, previous: Stage | None) -> None:
+        """Create the part file, download into it, rename it into place (or discard it)."""
         token = trio.lowlevel.current_trio_token()
         try:
+            if previous is not None:  # a failed stage: it removes the same part path first
+                await previous.wait_ended()
             await trio.to_thread.run_sync(create_part, stage.part, limiter=self.io_limiter)
             stage.part_ready.set()
             async with self.slots:
                 await trio.to_thread.run_sync(self._download, stage, token, limiter=self.limiter)
+            # A release's removal of the old cache file must not remove the staged data.
+            await self.removals.removed(stage.ino)
+            cache_file = self.cache.path(stage.ino)
+            await trio.to_thread.run_sync(
+                install_part, stage.part, cache_file, limiter=self.io_limiter
+            )
         except Exception as exc:
-            self._failed(stage, exc)
+            await self._failed(stage, exc)
         else:
             self._finished(stage)
         finally:
             stage.part_ready.set()  # who waits for the part file learns of a failure too
+            stage.ended.set()
             stage.notify()
 
     def _download(self, stage: Stage, token: trio.lowlevel.TrioToken) -> None:
@@ -268,13 +291,15 @@ class Stager:
             os.close(fd)
 
     def _finished(self, stage: Stage) -> None:
-        os.rename(stage.part, self.cache.path(stage.ino))
+        """The part file is the cache file now: the file is resident again."""
         with self.catalog.write() as txn:
             inode = txn.get_inode(stage.ino)
             if inode is not None and inode.hsm_state == HsmState.RELEASED:
                 inode.hsm_state = HsmState.ARCHIVED
                 txn.put_inode(inode)
             txn.remove_from(b"staging", stage.ino)
+        if inode is None:  # deleted while staging: its removal may have come first
+            self.removals.start(stage.ino)
         stage.done = True
         self.completed += 1
         del self.stages[stage.ino]
@@ -283,24 +308,34 @@ class Stager:
         self.on_stage_time(seconds)
         log.info("staged %s (%d bytes in %.2f s)", stage.key, stage.size, seconds)
 
-    def _failed(self, stage: Stage, exc: Exception) -> None:
+    async def _failed(self, stage: Stage, exc: Exception) -> None:
+        """Fail every reader at once, then discard the part file (a new stage of the file
+        waits for that: ``ended``)."""
         stage.error = str(exc)
         self.failed += 1
         self.last_error = f"{stage.key}: {exc}"
-        stage.part.unlink(missing_ok=True)
         lost = isinstance(exc, ChecksumMismatch | NoSuchObject)
-        with self.catalog.write() as txn:
-            txn.remove_from(b"staging", stage.ino)
-            inode = txn.get_inode(stage.ino)
-            if lost and inode is not None:
-                inode.hsm_state = HsmState.LOST
-                txn.put_inode(inode)
-        if lost:
+        if lost:  # in the same step as the error: no new open tries the copy again
+            with self.catalog.write() as txn:
+                inode = txn.get_inode(stage.ino)
+                if inode is not None:
+                    inode.hsm_state = HsmState.LOST
+                    txn.put_inode(inode)
             log.error("file %s is lost: %s", stage.key, exc)
         else:
             log.error(
                 "staging %s failed: %s; reads fail with EIO until it succeeds", stage.key, exc
             )
+        stage.part_ready.set()
+        stage.notify()
+        try:
+            await trio.to_thread.run_sync(discard_part, stage.part, limiter=self.io_limiter)
+        except OSError as err:  # left in the staging set: the next mount discards it
+            log.error("cannot remove %s of a failed stage: %s", stage.part, err)
+            return
+        if self.stages.get(stage.ino) is stage:  # else a new stage has the file staging
+            with self.catalog.write() as txn:
+                txn.remove_from(b"staging", stage.ino)
 
     def statistics(self) -> dict[str, Any]:
         return {
@@ -317,6 +352,17 @@ def create_part(part: Path) -> None:
     part.parent.mkdir(exist_ok=True)
     part.unlink(missing_ok=True)
     part.touch(mode=0o600)
+
+
+def install_part(part: Path, cache_file: Path) -> None:
+    """Make a verified part file the cache file (a worker thread). Descriptors readers
+    opened on the part file stay valid: they name the same file."""
+    os.rename(part, cache_file)
+
+
+def discard_part(part: Path) -> None:
+    """Remove the part file of a failed stage (a worker thread)."""
+    part.unlink(missing_ok=True)
 
 
 def discard_partial_stages(catalog: Catalog, cache: CacheDir) -> int:

@@ -74,7 +74,8 @@ def test_damaged_object_makes_the_file_lost_and_reads_fail_with_eio(
     assert failed >= 1  # at least the damaged block
     wait_state(path, "lost")
     assert_eio(path.read_bytes)
-    assert part_files(hsm) == []
+    # The file is lost at once; its part file goes after, in a worker thread.
+    wait_for(lambda: part_files(hsm) == [], what="the failed stage's part file to go")
 
     result = hsmctl("state", path)
     assert result.stdout.strip() == f"{path}: lost"

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from hsmfs.cache import CacheDir
 from hsmfs.control import request
 from tests.mounts import HsmMount, wait_for
 
@@ -387,3 +388,95 @@ def test_a_stage_stuck_creating_its_part_file_does_not_stall_the_others(
     assert result == [data]
     wait_for(lambda: os.getxattr(released, "user.hsm.state") == b"archived",
              what="the stage to finish")  # fmt: skip
+
+
+def archived_and_closed(mount: HsmMount, name: str, data: bytes) -> Path:
+    path = mount.mnt / name
+    path.write_bytes(data)
+    os.setxattr(path, "user.hsm.action", b"archive")
+    wait_for(lambda: os.getxattr(path, "user.hsm.state") == b"archived",
+             what="the file to be archived")  # fmt: skip
+    wait_for(lambda: open_files(mount) == 0, what="the file's release by the kernel")
+    return path
+
+
+def wait_released(path: Path) -> None:
+    wait_for(lambda: os.getxattr(path, "user.hsm.state") == b"released",
+             what="the release to change the state")  # fmt: skip
+
+
+def release_in_thread(path: Path) -> tuple[threading.Thread, list[BaseException]]:
+    """setxattr user.hsm.action=release in a thread (it may wait for the cache)."""
+    errors: list[BaseException] = []
+
+    def release() -> None:
+        try:
+            os.setxattr(path, "user.hsm.action", b"release")
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=release)
+    thread.start()
+    return thread, errors
+
+
+def test_a_release_stuck_removing_the_cache_file_does_not_stall_the_others(
+    stacked: tuple[HsmMount, HsmMount],
+) -> None:
+    """A release changes the state at once and removes the cache file in a worker thread;
+    the setxattr that asked for it answers once the file is gone."""
+    upper, lower = stacked
+    mnt = upper.mnt
+    data = pattern(9, 300_000)
+    released = archived_and_closed(upper, "released", data)
+    (mnt / "d").mkdir()
+    cache_file = CacheDir(upper.cache).path(os.stat(released).st_ino)
+    assert cache_file.exists()
+    assert upper.proc is not None and lower.proc is not None
+
+    lower.proc.send_signal(signal.SIGSTOP)
+    stuck, errors = release_in_thread(released)
+    try:
+
+        def other_requests() -> None:
+            wait_released(released)
+            for i in range(10):
+                os.mkdir(mnt / "d" / f"sub{i}")
+            assert len(os.listdir(mnt / "d")) == 10
+
+        run_bounded(other_requests, 60, "requests next to the stuck cache-file removal")
+        assert stuck.is_alive()  # its removal still waits for the cache
+    finally:
+        lower.proc.send_signal(signal.SIGCONT)
+    stuck.join(60)
+    assert not stuck.is_alive() and errors == []
+    assert not cache_file.exists()
+    assert released.read_bytes() == data  # staged back once the old data was gone
+    wait_for(lambda: os.getxattr(released, "user.hsm.state") == b"archived",
+             what="the stage to finish")  # fmt: skip
+
+
+def test_a_crash_before_a_release_removed_its_cache_file_leaves_no_data_behind(
+    stacked: tuple[HsmMount, HsmMount],
+) -> None:
+    """The release committed, its removal waited for the cache when the daemon died: the
+    next mount removes the released file's cache file (recovery after a crash)."""
+    upper, lower = stacked
+    data = pattern(10, 200_000)
+    released = archived_and_closed(upper, "released", data)
+    cache_file = CacheDir(upper.cache).path(os.stat(released).st_ino)
+    assert upper.proc is not None and lower.proc is not None
+    lower.proc.send_signal(signal.SIGSTOP)
+    try:
+        stuck, _ = release_in_thread(released)  # it fails once the daemon is gone
+        run_bounded(lambda: wait_released(released), 60, "the release's state change")
+        upper.kill()
+    finally:
+        lower.proc.send_signal(signal.SIGCONT)
+    stuck.join(60)
+    assert not stuck.is_alive()
+    assert cache_file.exists()  # the removal never ran
+    upper.start()
+    assert not cache_file.exists()
+    assert os.getxattr(released, "user.hsm.state") == b"released"
+    assert released.read_bytes() == data
