@@ -316,8 +316,8 @@ class HsmFs(pyfuse3.Operations):
             node.touch()
             self._mark_modified(node)
             txn.put_inode(node)
-        if opened is None and self.migrator is not None:
-            self.migrator.schedule(ino)
+            if opened is None and self.migrator is not None:
+                self.migrator.schedule_in(txn, ino)  # with the change that made it dirty
 
     def _mark_modified(self, inode: Inode) -> None:
         """File data changed: whatever copy the object store has is stale now."""
@@ -722,13 +722,16 @@ class HsmFs(pyfuse3.Operations):
             opened.writers -= 1
         last_writer = handle.writable and opened.writers == 0
         if last_writer or opened.handles == 0:
+            dirty = last_writer and opened.inode.hsm_state == HsmState.DIRTY
+            migrator = self.migrator if dirty else None
+            if migrator is not None:
+                self._keep_checksums(opened)
             with self.catalog.write() as txn:
                 txn.put_inode(opened.inode)
                 if last_writer:
                     txn.remove_from(b"open_writes", ino)
-            if last_writer and opened.inode.hsm_state == HsmState.DIRTY and self.migrator:
-                self._keep_checksums(opened)
-                self.migrator.schedule(ino)
+                if migrator is not None:  # queued with the close: a crash keeps both or neither
+                    migrator.schedule_in(txn, ino)
             if last_writer and self.spawn is not None:
                 with self.catalog.read() as txn:
                     if is_tar_name(txn.path_of(ino)):

@@ -25,7 +25,7 @@ import trio
 
 from .backends import ObjectStore, TemporaryFailure
 from .cache import CacheDir
-from .catalog import Catalog, HsmFlag, HsmState, Inode, now_ns
+from .catalog import Catalog, HsmFlag, HsmState, Inode, Txn, now_ns
 from .config import Config, parse_size
 from .removals import CacheRemovals
 from .stager import WrittenChecksums, file_checksums
@@ -82,15 +82,21 @@ class Migrator:
     def schedule(self, ino: int, delay: float | None = None) -> None:
         """Queue ``ino`` for migration after ``delay``; by default after migrate_after,
         which a reloaded configuration may change while the file waits."""
+        with self.catalog.write() as txn:
+            self.schedule_in(txn, ino, delay)
+
+    def schedule_in(self, txn: Txn, ino: int, delay: float | None = None) -> None:
+        """``schedule`` inside ``txn``: the transaction that made the file dirty, so a crash
+        keeps both or neither (a dirty file outside the queue would never migrate). On the
+        trio thread the policy loop only runs after the commit."""
         now = now_ns()
         idle_since = now if delay is None else 0
         if delay is None:
             delay = self.config.hsm.migrate_after
-        with self.catalog.write() as txn:
-            inode = txn.get_inode(ino)
-            if inode is None or inode.hsm_flags & HsmFlag.NOARCHIVE:
-                return
-            txn.enqueue(ino, now + int(delay * 1e9), idle_since)
+        inode = txn.get_inode(ino)
+        if inode is None or inode.hsm_flags & HsmFlag.NOARCHIVE:
+            return
+        txn.enqueue(ino, now + int(delay * 1e9), idle_since)
         if delay == 0:
             self._wakeup.set()
 
