@@ -13,6 +13,7 @@ import functools
 import logging
 import os
 import stat
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -68,6 +69,8 @@ class HsmFs(pyfuse3.Operations):
         self.removals = CacheRemovals(cache, self.io_limiter)
         self.lookups: dict[int, int] = {}
         self.open_inodes: dict[int, OpenInode] = {}
+        # Opens still waiting for their cache file: not releasable yet, like open ones.
+        self.opening: Counter[int] = Counter()
         self.handles: dict[int, Handle] = {}
         self._next_fh = 1
         self.daemon_info: dict[str, Any] = {}
@@ -300,16 +303,15 @@ class HsmFs(pyfuse3.Operations):
             # Truncated too: a crash may have left the released data there.
             emptied = functools.partial(self.cache.truncate, create=True)
             await trio.to_thread.run_sync(emptied, ino, 0, limiter=self.io_limiter)
-        elif node.hsm_state == HsmState.RELEASED:
-            info = await self._open(ino, os.O_RDWR)  # stages the data first
+        else:
+            # Open it for the truncate (staging a released file first): an open file is
+            # never released under the truncate, and its release queues the migration.
+            info = await self._open(ino, os.O_RDWR)
             try:
                 await self._truncate(ino, size)
             finally:
                 await self.release(info.fh)
             return
-        else:
-            grow_empty = functools.partial(self.cache.truncate, create=node.size == 0)
-            await trio.to_thread.run_sync(grow_empty, ino, size, limiter=self.io_limiter)
         with self.catalog.write() as txn:
             node = existing(txn, ino)
             node.size = size
@@ -341,6 +343,8 @@ class HsmFs(pyfuse3.Operations):
     def is_open(self, ino: int, *, writers: bool) -> bool:
         if not writers and ino in self.members.open_tars:
             return True  # a member of this tar is being read
+        if not writers and self.opening[ino]:
+            return True
         opened = self.open_inodes.get(ino)
         return opened is not None and (opened.writers > 0 or not writers)
 
@@ -600,12 +604,18 @@ class HsmFs(pyfuse3.Operations):
                     raise fail(errno.EIO) from None
                 fd = await trio.to_thread.run_sync(self.cache.open, ino, limiter=self.io_limiter)
         else:
-            await self.removals.removed(ino)
-            # An empty file may have no cache file yet; one with data must have its own.
-            fd = await trio.to_thread.run_sync(
-                functools.partial(self.cache.open, ino, create=node.size == 0),
-                limiter=self.io_limiter,
-            )
+            self.opening[ino] += 1  # a release now would remove the file being opened
+            try:
+                await self.removals.removed(ino)
+                # An empty file may have no cache file yet; one with data must have its own.
+                fd = await trio.to_thread.run_sync(
+                    functools.partial(self.cache.open, ino, create=node.size == 0),
+                    limiter=self.io_limiter,
+                )
+            finally:
+                self.opening[ino] -= 1
+                if not self.opening[ino]:
+                    del self.opening[ino]
         opened = self.open_inodes.get(ino)  # another open may have won the race
         if opened is None:
             with self.catalog.read() as txn:  # a stage may have finished during the awaits

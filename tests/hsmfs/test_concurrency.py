@@ -456,6 +456,58 @@ def test_a_release_stuck_removing_the_cache_file_does_not_stall_the_others(
              what="the stage to finish")  # fmt: skip
 
 
+@pytest.mark.parametrize("operation", ["truncate", "open"])
+def test_a_file_is_not_released_while_it_waits_for_the_cache(
+    stacked: tuple[HsmMount, HsmMount], operation: str
+) -> None:
+    """A truncate (or an open) of a closed, archived file waits in a worker thread for the
+    cache file; a release in that window must be refused, or the waiting operation would
+    find its data gone (a dirty file without a cache file, or ENOENT)."""
+    upper, lower = stacked
+    data = pattern(11, 300_000)
+    path = archived_and_closed(upper, "busy", data)
+    ino = os.stat(path).st_ino
+    assert upper.proc is not None and lower.proc is not None
+    baseline = threads_waiting_for_fuse(upper.proc.pid)
+
+    lower.proc.send_signal(signal.SIGSTOP)
+    outcome: list[object] = []
+
+    def operate() -> None:
+        try:
+            if operation == "truncate":
+                os.truncate(path, 1000)
+                outcome.append(None)
+            else:
+                outcome.append(path.read_bytes())
+        except OSError as exc:
+            outcome.append(exc)
+
+    stuck = threading.Thread(target=operate)
+    stuck.start()
+    try:
+        wait_for(lambda: threads_waiting_for_fuse(upper.proc.pid) > baseline,
+                 what=f"the {operation} to wait for the cache")  # fmt: skip
+        # Through the control socket (hsmctl release): the kernel holds the inode's lock
+        # for a truncate, so a setxattr on the path would only wait behind it.
+        reply = next(request(str(upper.state / "control.sock"), {"cmd": "release", "inos": [ino]}))
+        assert reply["refused"] == {str(ino): "it is open"}
+    finally:
+        lower.proc.send_signal(signal.SIGCONT)
+    stuck.join(60)
+    assert not stuck.is_alive()
+    if operation == "truncate":
+        assert outcome == [None]
+        assert path.read_bytes() == data[:1000]
+        assert os.getxattr(path, "user.hsm.state") == b"dirty"
+        os.setxattr(path, "user.hsm.action", b"archive")
+        wait_for(lambda: os.getxattr(path, "user.hsm.state") == b"archived",
+                 what="the truncated file to migrate")  # fmt: skip
+    else:
+        assert outcome == [data]
+        assert os.getxattr(path, "user.hsm.state") == b"archived"
+
+
 def test_a_crash_before_a_release_removed_its_cache_file_leaves_no_data_behind(
     stacked: tuple[HsmMount, HsmMount],
 ) -> None:
