@@ -216,6 +216,13 @@ def run_bounded(func: Callable[[], object], seconds: float, what: str) -> None:
         raise errors[0]
 
 
+def make_dirs(mnt: Path) -> None:
+    """Requests that need no cache file: ten mkdirs in d/ and its listing."""
+    for i in range(10):
+        os.mkdir(mnt / "d" / f"sub{i}")
+    assert len(os.listdir(mnt / "d")) == 10
+
+
 def test_a_request_stuck_on_the_cache_does_not_stall_the_others(
     stacked: tuple[HsmMount, HsmMount],
 ) -> None:
@@ -275,12 +282,7 @@ def test_a_create_stuck_on_the_cache_does_not_stall_the_others(
         wait_for(lambda: threads_waiting_for_fuse(upper.proc.pid) > baseline,
                  what="the upper daemon to wait for its cache")  # fmt: skip
 
-        def other_requests() -> None:
-            for i in range(10):
-                os.mkdir(mnt / "d" / f"sub{i}")
-            assert len(os.listdir(mnt / "d")) == 10
-
-        run_bounded(other_requests, 60, "requests next to the stuck create")
+        run_bounded(lambda: make_dirs(mnt), 60, "requests next to the stuck create")
         assert stuck.is_alive()
     finally:
         lower.proc.send_signal(signal.SIGCONT)
@@ -305,12 +307,7 @@ def test_an_unlink_stuck_on_the_cache_does_not_stall_the_others(
     try:
         stuck.join(5)  # the unlink answers; removing the data may wait for the cache
 
-        def other_requests() -> None:
-            for i in range(10):
-                os.mkdir(mnt / "d" / f"sub{i}")
-            assert len(os.listdir(mnt / "d")) == 10
-
-        run_bounded(other_requests, 30, "requests next to the stuck data removal")
+        run_bounded(lambda: make_dirs(mnt), 30, "requests next to the stuck data removal")
     finally:
         lower.proc.send_signal(signal.SIGCONT)
     stuck.join(60)
@@ -335,12 +332,7 @@ def test_a_policy_run_stuck_on_the_cache_does_not_stall_requests(
         wait_for(lambda: threads_waiting_for_fuse(upper.proc.pid) > baseline,
                  what="the policy loop to wait for the cache")  # fmt: skip
 
-        def other_requests() -> None:
-            for i in range(10):
-                os.mkdir(mnt / "d" / f"sub{i}")
-            assert len(os.listdir(mnt / "d")) == 10
-
-        run_bounded(other_requests, 60, "requests next to the stuck policy run")
+        run_bounded(lambda: make_dirs(mnt), 60, "requests next to the stuck policy run")
         assert threads_waiting_for_fuse(upper.proc.pid) > baseline
     finally:
         lower.proc.send_signal(signal.SIGCONT)
@@ -374,9 +366,7 @@ def test_a_stage_stuck_creating_its_part_file_does_not_stall_the_others(
                  what="the stage to wait for the cache")  # fmt: skip
 
         def other_requests() -> None:
-            for i in range(10):
-                os.mkdir(mnt / "d" / f"sub{i}")
-            assert len(os.listdir(mnt / "d")) == 10
+            make_dirs(mnt)
             assert os.getxattr(released, "user.hsm.state") == b"released"
 
         run_bounded(other_requests, 60, "requests next to the stuck stage")
@@ -440,9 +430,7 @@ def test_a_release_stuck_removing_the_cache_file_does_not_stall_the_others(
 
         def other_requests() -> None:
             wait_released(released)
-            for i in range(10):
-                os.mkdir(mnt / "d" / f"sub{i}")
-            assert len(os.listdir(mnt / "d")) == 10
+            make_dirs(mnt)
 
         run_bounded(other_requests, 60, "requests next to the stuck cache-file removal")
         assert stuck.is_alive()  # its removal still waits for the cache
