@@ -30,10 +30,14 @@ def set_nodelay(event: Event) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-class SenderKeepsResponses(queue.Queue):  # type: ignore[type-arg]
-    """A DIMSE message queue whose polling (non-blocking) get leaves responses queued."""
+class SenderKeepsResponses(queue.Queue[tuple[int | None, Any]]):
+    """A DIMSE message queue whose polling (non-blocking) get leaves responses queued.
 
-    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+    A response nobody waits for would stay at the head and hold back later requests; that
+    happens only after a sender gave up on it, and pynetdicom aborts the association then.
+    """
+
+    def get(self, block: bool = True, timeout: float | None = None) -> tuple[int | None, Any]:
         if block:
             return super().get(block, timeout)
         with self.mutex:
