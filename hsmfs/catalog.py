@@ -27,7 +27,14 @@ sub-database     key                           value
                                                first of these takes its place
 ``staging``      ino                           b"" - being staged; a partial cache file
                                                (``.part``) is discarded at the next mount
-``hsm``          ino                           JSON: object key, md5, size, archived_at
+``hsm``          ino                           JSON: object key, md5, size, etag, block
+                                               CRCs, archived_at
+``keys``         object key (utf-8)            ino whose ``hsm`` record holds that key:
+                                               no upload may overwrite another file's copy
+``deletions``    object key (utf-8)            b"" - an object no record holds any more,
+                                               deleted once a snapshot without it is
+                                               stored (so no snapshot names a deleted
+                                               object)
 ``queue``        ino                           due time (ns) + idle-since time (ns):
                                                migration queue, survives restarts. With an
                                                idle-since time (the file's last close), the
@@ -48,6 +55,9 @@ Change log:
    link is removed.
 3. ``queue`` values carry the idle-since time, so a new ``migrate_after`` moves the due
    times of queued files (older 8-byte values stay valid, as fixed due times).
+4. ``keys`` and ``deletions``: an upload never takes another file's object key (a file
+   renamed after migration keeps its object under the old name), and objects of deleted
+   or re-keyed files are deleted only after a snapshot that no longer names them.
 
 An older catalog is upgraded in place when it is opened for writing (``upgrade``).
 
@@ -77,7 +87,7 @@ from .errors import CatalogError
 
 log = logging.getLogger(__name__)
 
-CATALOG_VERSION = 3
+CATALOG_VERSION = 4
 ROOT_INO = 1
 FIRST_COOKIE = 3  # 1 and 2 are "." and ".."
 NAME_MAX = 255
@@ -102,6 +112,8 @@ _SUB_DBS = (
     b"tars",
     b"members",
     b"member_paths",
+    b"keys",
+    b"deletions",
 )
 
 
@@ -226,11 +238,23 @@ class Txn:
         if live is not None:
             return live
         data = self._t.get(u64(ino), db=self._c.db[b"inodes"])
-        return None if data is None else Inode.unpack(ino, data)
+        return None if data is None else Inode.unpack(ino, bytes(data))
 
     def put_inode(self, inode: Inode) -> None:
         self._t.put(u64(inode.ino), inode.pack(), db=self._c.db[b"inodes"])
         self._c.dirty.discard(inode.ino)
+
+    def set_hsm_state(
+        self, ino: int, state: HsmState, *, only_from: HsmState | None = None
+    ) -> bool:
+        """Move a file to ``state`` (only if it is in ``only_from``, when given); False if
+        it is gone or was in another state."""
+        inode = self.get_inode(ino)
+        if inode is None or (only_from is not None and inode.hsm_state != only_from):
+            return False
+        inode.hsm_state = state
+        self.put_inode(inode)
+        return True
 
     def new_inode(self, mode: int, uid: int, gid: int, rdev: int = 0, parent: int = 0) -> Inode:
         t = now_ns()
@@ -250,12 +274,10 @@ class Txn:
         self.put_inode(inode)
         return inode
 
-    def delete_inode(self, ino: int) -> str | None:
-        """Remove an inode and everything hanging off it (not its directory entries).
-
-        Returns the object key of its archived copy, if it had one, for the caller to
-        delete once the transaction committed."""
-        object_key = self.hsm_record(ino).get("key")
+    def delete_inode(self, ino: int) -> None:
+        """Remove an inode and everything hanging off it (not its directory entries); its
+        object in the store is deleted after the next snapshot (``deletions``)."""
+        self._release_key(ino, self.hsm_record(ino).get("key"))
         key = u64(ino)
         for name in [b"inodes", b"symlinks", b"orphans", b"open_writes", b"hsm", b"queue",
                      b"names", b"staging"]:  # fmt: skip
@@ -267,7 +289,6 @@ class Txn:
         self.delete_prefix(b"member_paths", key)
         self._t.delete(key, db=self._c.db[b"tars"])
         self._c.dirty.discard(ino)
-        return object_key
 
     def delete_prefix(self, db_name: bytes, prefix: bytes) -> None:
         with self._t.cursor(db=self._c.db[db_name]) as cur:
@@ -299,7 +320,7 @@ class Txn:
     def inodes(self) -> Iterator[Inode]:
         with self._t.cursor(db=self._c.db[b"inodes"]) as cur:
             for key, value in cur:
-                yield Inode.unpack(_U64.unpack(key)[0], value)
+                yield Inode.unpack(_U64.unpack(key)[0], bytes(value))
 
     # -- directory entries --------------------------------------------------------------
     def lookup(self, parent: int, name: bytes) -> int | None:
@@ -468,7 +489,41 @@ class Txn:
         return {} if value is None else json.loads(bytes(value))
 
     def set_hsm_record(self, ino: int, record: dict[str, Any]) -> None:
+        """Record the copy of ``ino``; its object key becomes the file's own (``keys``),
+        and a different key it had before goes to ``deletions``."""
+        old = self.hsm_record(ino).get("key")
+        new = record.get("key")
+        if old != new:
+            self._release_key(ino, old)
+        if new:
+            self._t.put(new.encode(), u64(ino), db=self._c.db[b"keys"])
+            self.forget_delete(new)  # the object under it is this file's copy now
         self._t.put(u64(ino), json.dumps(record, sort_keys=True).encode(), db=self._c.db[b"hsm"])
+
+    def _release_key(self, ino: int, key: str | None) -> None:
+        """``ino`` no longer holds ``key``: its object goes after the next snapshot."""
+        if key and self.key_owner(key) == ino:
+            self._t.delete(key.encode(), db=self._c.db[b"keys"])
+            self.defer_delete(key)
+
+    def key_owner(self, key: str) -> int | None:
+        """The inode whose copy is the object under ``key``, if any."""
+        value = self._t.get(key.encode(), db=self._c.db[b"keys"])
+        return None if value is None else _U64.unpack(value)[0]
+
+    def defer_delete(self, key: str) -> None:
+        self._t.put(key.encode(), b"", db=self._c.db[b"deletions"])
+
+    def forget_delete(self, key: str) -> None:
+        self._t.delete(key.encode(), db=self._c.db[b"deletions"])
+
+    def is_deferred(self, key: str) -> bool:
+        return self._t.get(key.encode(), db=self._c.db[b"deletions"]) is not None
+
+    def deferred_deletes(self) -> list[str]:
+        """Object keys waiting for a snapshot that no longer names them."""
+        with self._t.cursor(db=self._c.db[b"deletions"]) as cur:
+            return [bytes(k).decode() for k in cur.iternext(keys=True, values=False)]
 
     def stats(self) -> CatalogStats:
         def count(name: bytes) -> int:
@@ -589,4 +644,25 @@ def upgrade(txn: Txn, version: int) -> None:
         for parent, entry in list(txn.all_entries()):
             txn.record_link(entry.ino, u64(parent) + entry.name)
     # 3 only adds a longer form of queue values; the old form stays valid.
+    if version < 4:
+        # Index the object key of every copy. Two files holding one key (a file renamed
+        # after migration, another migrated under its old name) share one object, which
+        # the later upload overwrote: the first keeps it, the other is lost to the store.
+        with txn.raw.cursor(db=txn.db(b"hsm")) as cur:
+            records = [(_U64.unpack(k)[0], json.loads(bytes(v))) for k, v in cur]
+        for ino, record in records:
+            key = record.get("key")
+            if not key:
+                continue
+            owner = txn.key_owner(key)
+            if owner is None:
+                txn.raw.put(key.encode(), u64(ino), db=txn.db(b"keys"))
+            else:
+                log.warning(
+                    "inodes %d and %d both hold object %s; run `hsmctl recheck` on "
+                    "the files, one of them no longer has its copy",
+                    owner,
+                    ino,
+                    key,
+                )
     txn.set_meta(b"version", str(CATALOG_VERSION).encode())

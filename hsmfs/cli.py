@@ -20,7 +20,8 @@ from pathlib import Path
 from .config import load_config
 from .errors import HsmfsError, MountError, NotMounted
 from .logsetup import setup_logging
-from .mount import Daemon, MountOptions
+from .mount import Daemon
+from .options import MountOptions, open_store
 
 DEFAULT_UMOUNT_TIMEOUT = 600.0
 
@@ -49,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state", type=Path, required=True)
     p.add_argument("--cache", type=Path, required=True)
     p.add_argument("--dry-run", action="store_true", help="report, change nothing")
+    p.add_argument("--config", type=Path, help="TOML configuration file (its object store)")
+    p.add_argument(
+        "--backend", help="object store URL: also abort the uploads a killed daemon left there"
+    )
     p.set_defaults(handler=cmd_fsck)
 
     p = sub.add_parser("recover", help="rebuild state and cache from the object store alone")
@@ -104,7 +109,7 @@ def spawn_daemon(args: argparse.Namespace, options: MountOptions) -> int:
     ]  # fmt: skip
     if options.config_file:
         cmd += ["--config", str(options.config_file)]
-    if options.backend_url:
+    if options.backend_url is not None:  # even empty: the daemon refuses it, and says so
         cmd += ["--backend", options.backend_url]
     with open(log_path, "ab") as log_file:
         proc = subprocess.Popen(
@@ -172,12 +177,17 @@ def _process_alive(pid: int) -> bool:
 def cmd_fsck(args: argparse.Namespace) -> int:
     from .fsck import run_fsck
 
-    return run_fsck(args.state.absolute(), args.cache.absolute(), repair=not args.dry_run)
+    state, cache = args.state.absolute(), args.cache.absolute()
+    if args.backend is None and args.config is None:  # the catalog and the cache only
+        return run_fsck(state, cache, repair=not args.dry_run)
+    options = MountOptions(Path("/"), cache, state, args.config, args.backend)
+    with open_store(options, load_config(args.config)) as backend:
+        return run_fsck(state, cache, repair=not args.dry_run, backend=backend)
 
 
 def cmd_recover(args: argparse.Namespace) -> int:
     from .backends import ObjectStoreError, open_backend
-    from .snapshot import recover
+    from .recover import recover
 
     setup_logging("INFO")
     try:

@@ -81,7 +81,10 @@ class HsmSettings(_Section):
     retry_max: float = Field(600.0, gt=0, description="longest retry delay of a failed upload")
     scan_interval: float = Field(1.0, gt=0, description="seconds between policy runs")
     snapshot_interval: float = Field(
-        3600.0, gt=0, description="seconds between catalog snapshots to the object store"
+        30.0,
+        gt=0,
+        description="seconds from the first unsaved catalog change to the catalog snapshot "
+        "that saves it in the object store (spaced at least 10x the last snapshot's time)",
     )
     connect_timeout: float = Field(5.0, gt=0, description="object store connect timeout (s)")
     read_timeout: float = Field(30.0, gt=0, description="object store read timeout (s)")

@@ -70,10 +70,10 @@ class ControlServer:
             try:
                 result = func(request)
                 if hasattr(result, "__aiter__"):
-                    async for reply in result:  # type: ignore[union-attr]
+                    async for reply in result:
                         await _send(stream, reply)
                 else:
-                    await _send(stream, await result)  # type: ignore[misc]
+                    await _send(stream, await result)
             except HsmfsError as exc:
                 await _send(stream, {"ok": False, "error": str(exc)})
             except trio.BrokenResourceError:

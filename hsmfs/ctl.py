@@ -172,6 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
         "archive": "migrate now and wait until archived",
         "release": "free the cache copy of archived files",
         "stage": "bring released files back into the cache and wait",
+        "recheck": "check the files' copies in the object store again (a lost file whose "
+        "object is back becomes released)",
     }
     for action, text in actions.items():
         p = sub.add_parser(action, help=text)

@@ -1,98 +1,81 @@
-"""The pyfuse3 Operations of hsmfs: thin handlers over the catalog and the cache.
+"""The pyfuse3 Operations of hsmfs: thin handlers over the catalog and the resident data.
 
 Every handler turns a failure into ``FUSEError(errno)`` (errnos.py). Focused modules do
-the rest: rename.py the catalog side of rename(2), xattrs.py the ``user.hsm.*``
-attributes, members.py everything inside tars, stager.py and migrator.py the HSM. See
-CONCURRENCY.md for tasks, locks and invariants.
+the rest: resident.py every byte of file data (cache files, staging, member reads),
+openfiles.py the open files, rename.py the catalog side of rename(2), xattrs.py the
+``user.hsm.*`` attributes, members.py everything inside tars, migrator.py the HSM
+policy. See CONCURRENCY.md for tasks, locks and invariants.
 """
 
 from __future__ import annotations
 
 import errno
-import functools
 import logging
 import os
 import stat
-from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import pyfuse3
 import trio
 
-from .cache import CacheDir, pread_into, pread_nowait
-from .catalog import NAME_MAX, Catalog, HsmState, Inode, Txn, now_ns
+from .catalog import NAME_MAX, ROOT_INO, Catalog, HsmState, Inode, Txn, now_ns
 from .config import Config
 from .errnos import check_name, existing, fail, fuse_op
 from .members import TarMembers, is_member, is_tar_name, split_ino
-from .removals import CacheRemovals
+from .migrator import Migrator
+from .openfiles import OpenFiles
 from .rename import rename_entry
-from .stager import RunningChecksums, WrittenChecksums
+from .resident import ResidentData
 from .xattrs import HSM_PREFIX, HsmAttributes, check_storable
-
-if TYPE_CHECKING:
-    from .migrator import Migrator
-    from .stager import Stage, Stager
 
 log = logging.getLogger(__name__)
 
-
-@dataclass
-class OpenInode:
-    """The shared state of all open handles of one inode."""
-
-    inode: Inode
-    fd: int
-    handles: int = 0
-    writers: int = 0
-    stage: Stage | None = None  # set while the data is being staged back
-    sums: RunningChecksums | None = None  # while the file is written front to back
-
-
-@dataclass
-class Handle:
-    ino: int
-    writable: bool
+RESERVED_ROOT_NAME = b".hsmfs"  # hsmfs's own key space in the object store (snapshot.py)
 
 
 class HsmFs(pyfuse3.Operations):
+    """The file system of one mount: namespace and attributes from the catalog, data from
+    the resident-data layer, tar members from ``TarMembers``, HSM attributes and actions
+    from ``HsmAttributes``; a closed dirty file is queued with the ``Migrator``.
+
+    Every collaborator is built before and passed in (mount.py); the file system keeps
+    only the kernel's references (``lookups``) and the open files."""
+
     supports_dot_lookup = True
     enable_writeback_cache = False
 
-    def __init__(self, catalog: Catalog, cache: CacheDir, config: Config) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        config: Callable[[], Config],
+        resident: ResidentData,
+        migrator: Migrator,
+        members: TarMembers,
+        attributes: HsmAttributes,
+        open_files: OpenFiles,
+        spawn: Callable[..., None],
+    ) -> None:
         super().__init__()
         self.catalog = catalog
-        self.cache = cache
-        self.config = config
-        self.io_limiter = trio.CapacityLimiter(config.fs.io_threads)
-        self.removals = CacheRemovals(cache, self.io_limiter)
+        self._config = config  # the daemon's current configuration (reloadable)
+        self.resident = resident
+        self.migrator = migrator
+        self.members = members
+        self.hsm_attributes = attributes
+        self.open_files = open_files
+        self.spawn = spawn  # starts a background task (a tar's indexing)
         self.lookups: dict[int, int] = {}
-        self.open_inodes: dict[int, OpenInode] = {}
-        # Opens still waiting for their cache file: not releasable yet, like open ones.
-        self.opening: Counter[int] = Counter()
-        self.handles: dict[int, Handle] = {}
-        self._next_fh = 1
-        self.daemon_info: dict[str, Any] = {}
-        # Set by the mount once the HSM runs; without them the file system is local only.
-        self.stager: Stager | None = None
-        self.migrator: Migrator | None = None
-        self.delete_object: Any = None  # callable(key): remove a deleted file's copy
-        self.data_versions: dict[int, int] = {}
-        self.last_open: dict[int, int] = {}  # ino -> ns; since mount, for the release order
-        # ino -> (data version, block CRCs, MD5) of files hashed while written; in memory
-        # only: after a restart migration computes them again
-        self.written_checksums: dict[int, WrittenChecksums] = {}
-        self.part_size = 0  # the object store's multipart part size, set by the mount
-        self.members = TarMembers(self)
-        self.hsm_attributes = HsmAttributes(self)
-        self.spawn: Callable[..., None] | None = None  # starts a background task (the mount's)
         self.counters: dict[str, int] = {
             "reads": 0,
             "writes": 0,
             "read_bytes": 0,
             "written_bytes": 0,
         }
+
+    @property
+    def config(self) -> Config:
+        return self._config()
 
     # -- helpers ------------------------------------------------------------------------
     def _attr(self, inode: Inode) -> pyfuse3.EntryAttributes:
@@ -119,11 +102,32 @@ class HsmFs(pyfuse3.Operations):
         if any(is_member(ino) for ino in inos):
             raise fail(errno.EROFS)
 
-    def _writable_names(self, *names: tuple[int, bytes]) -> None:
-        """``NAME.tar!REST`` in a real directory is inside that tar: read-only as well."""
-        if any(b"!" in name for _, name in names):
+    def _check_new_names(self, *names: tuple[int, bytes]) -> None:
+        """Names a request would create: ``NAME.tar!MEMBER`` is the syntax of tar members
+        (EROFS inside an existing tar, EPERM before it exists: such a file would hide the
+        member later), and ``/.hsmfs`` is hsmfs's own name in the object store (EPERM)."""
+        for parent, name in names:
+            if parent == ROOT_INO and name == RESERVED_ROOT_NAME:
+                log.warning("refused to create /%s: the name is reserved for hsmfs's catalog "
+                            "snapshots in the object store; choose another name",
+                            name.decode())  # fmt: skip
+                raise fail(errno.EPERM)
+            tar_name, bang, _ = name.partition(b"!")
+            if bang and is_tar_name(tar_name):
+                with self.catalog.read() as txn:
+                    if self.members.names_member(txn, parent, name):
+                        raise fail(errno.EROFS)
+                log.warning("refused to create %r: NAME.tar!MEMBER names are reserved for the "
+                            "members of tar archives", name.decode(errors="replace"))  # fmt: skip
+                raise fail(errno.EPERM)
+
+    def _check_real_entry(self, parent: int, name: bytes) -> None:
+        """A name a request removes or moves: a member of a tar is read-only, a real entry
+        of that name (even ``NAME.tar!X``, made before such names were reserved) is not."""
+        if b"!" in name:
             with self.catalog.read() as txn:
-                if any(self.members.names_member(txn, *entry) for entry in names):
+                real = txn.lookup(parent, name) is not None
+                if not real and self.members.names_member(txn, parent, name):
                     raise fail(errno.EROFS)
 
     def _inode(self, ino: int) -> Inode:
@@ -139,28 +143,22 @@ class HsmFs(pyfuse3.Operations):
         return self._attr(inode)
 
     def _in_use(self, ino: int) -> bool:
-        return ino in self.lookups or ino in self.open_inodes
+        return ino in self.lookups or ino in self.open_files.inodes
 
-    def _drop_link(self, txn: Txn, inode: Inode) -> tuple[int, str | None] | None:
-        """After nlink reached 0: delete now, or park as orphan until the kernel forgets it.
-
-        Returns what ``_purge`` must remove once the transaction committed, if anything."""
+    def _drop_link(self, txn: Txn, inode: Inode) -> int | None:
+        """After nlink reached 0: delete now (returns the inode for ``_purge``), or park it
+        as orphan until the kernel forgets it. The object goes after the next snapshot."""
         if self._in_use(inode.ino):
             txn.add_to(b"orphans", inode.ino)
             return None
-        return inode.ino, txn.delete_inode(inode.ino)
+        txn.delete_inode(inode.ino)
+        return inode.ino
 
-    def _purge(self, deleted: tuple[int, str | None] | None) -> None:
-        """Remove the data of a deleted inode: its cache file and its object-store copy."""
-        if deleted is None:
-            return
-        ino, key = deleted
-        # Off the trio thread, so a slow cache disk stalls no other request. Inode numbers
-        # are never reused, and recovery removes what a crash left behind.
-        self.removals.start(ino)
-        self.data_versions.pop(ino, None)
-        if key is not None and self.delete_object is not None:
-            self.delete_object(key)
+    def _purge(self, deleted: int | None) -> None:
+        """Remove the cache data of a deleted inode (off the trio thread; inode numbers are
+        never reused, and recovery removes what a crash left behind)."""
+        if deleted is not None:
+            self.resident.discard(deleted)
 
     def _new_owner(self, parent: Inode, mode: int, ctx: pyfuse3.RequestContext) -> tuple[int, int]:
         """(mode, gid) for a new inode, honouring a set-group-ID parent directory."""
@@ -175,7 +173,7 @@ class HsmFs(pyfuse3.Operations):
     ) -> Inode:
         check_name(name)
         self._writable(parent_ino)
-        self._writable_names((parent_ino, name))
+        self._check_new_names((parent_ino, name))
         with self.catalog.write() as txn:
             parent = existing(txn, parent_ino)
             if not parent.is_dir:
@@ -232,7 +230,7 @@ class HsmFs(pyfuse3.Operations):
         return negative
 
     @fuse_op
-    async def forget(self, inode_list: list[tuple[int, int]]) -> None:
+    async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
         for ino, nlookup in inode_list:
             count = self.lookups.get(ino, 0) - nlookup
             if count > 0:
@@ -248,8 +246,8 @@ class HsmFs(pyfuse3.Operations):
             inode = txn.get_inode(ino)
             if inode is None or inode.nlink > 0:
                 return
-            deleted = (ino, txn.delete_inode(ino))
-        self._purge(deleted)
+            txn.delete_inode(ino)
+        self._purge(ino)
 
     @fuse_op
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
@@ -288,21 +286,16 @@ class HsmFs(pyfuse3.Operations):
             return self._attr(node)
 
     async def _truncate(self, ino: int, size: int) -> None:
-        await self.removals.removed(ino)  # a release's removal must not take the new data
         node = self._inode(ino)
         if node.is_dir:
             raise fail(errno.EISDIR)
         if not node.is_reg:
             raise fail(errno.EINVAL)
-        opened = self.open_inodes.get(ino)
+        opened = self.open_files.inodes.get(ino)
         if opened is not None:
-            await self._wait_staged(opened, node.size)
-            await trio.to_thread.run_sync(os.ftruncate, opened.fd, size, limiter=self.io_limiter)
-            opened.sums = RunningChecksums(self.part_size) if size == 0 else None
+            await opened.data.truncate(size, node.size)
         elif node.hsm_state == HsmState.RELEASED and size == 0:
-            # Truncated too: a crash may have left the released data there.
-            emptied = functools.partial(self.cache.truncate, create=True)
-            await trio.to_thread.run_sync(emptied, ino, 0, limiter=self.io_limiter)
+            await self.resident.empty_released(ino)  # none of the old data is wanted
         else:
             # Open it for the truncate (staging a released file first): an open file is
             # never released under the truncate, and its release queues the migration.
@@ -316,37 +309,10 @@ class HsmFs(pyfuse3.Operations):
             node = existing(txn, ino)
             node.size = size
             node.touch()
-            self._mark_modified(node)
+            self.resident.modified(node)
             txn.put_inode(node)
-            if opened is None and self.migrator is not None:
+            if opened is None:
                 self.migrator.schedule_in(txn, ino)  # with the change that made it dirty
-
-    def _mark_modified(self, inode: Inode) -> None:
-        """File data changed: whatever copy the object store has is stale now."""
-        self.data_versions[inode.ino] = self.data_versions.get(inode.ino, 0) + 1
-        if inode.is_reg and inode.hsm_state != HsmState.LOST:
-            inode.hsm_state = HsmState.DIRTY
-
-    def _keep_checksums(self, opened: OpenInode) -> None:
-        """Hand the checksums computed while writing to the migrator (valid for this data
-        version of this daemon run only)."""
-        sums, ino = opened.sums, opened.inode.ino
-        usable = sums is not None and not sums.invalid and sums.length == opened.inode.size
-        if usable:
-            assert sums is not None
-            crcs, md5 = sums.result()
-            version = self.data_versions.get(ino, 0)
-            self.written_checksums[ino] = (version, crcs, md5, sums.part_digests())
-        else:
-            self.written_checksums.pop(ino, None)
-
-    def is_open(self, ino: int, *, writers: bool) -> bool:
-        if not writers and ino in self.members.open_tars:
-            return True  # a member of this tar is being read
-        if not writers and self.opening[ino]:
-            return True
-        opened = self.open_inodes.get(ino)
-        return opened is not None and (opened.writers > 0 or not writers)
 
     @fuse_op
     async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
@@ -364,9 +330,8 @@ class HsmFs(pyfuse3.Operations):
     ) -> pyfuse3.EntryAttributes:
         inode = self._create_node(parent_inode, name, mode, ctx, rdev)
         if inode.is_reg:  # create() opens its file at once; a mknod'ed one may never be
-            await trio.to_thread.run_sync(
-                self.cache.create_empty, inode.ino, limiter=self.io_limiter
-            )
+            file = await self.resident.open(inode.ino, create=True)
+            await self.resident.close(file)
         return self._remember(inode)
 
     @fuse_op
@@ -382,7 +347,7 @@ class HsmFs(pyfuse3.Operations):
     ) -> pyfuse3.EntryAttributes:
         check_name(name)
         self._writable(parent_inode)
-        self._writable_names((parent_inode, name))
+        self._check_new_names((parent_inode, name))
         with self.catalog.write() as txn:
             parent = existing(txn, parent_inode)
             if txn.lookup(parent_inode, name) is not None:
@@ -401,7 +366,7 @@ class HsmFs(pyfuse3.Operations):
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         check_name(name)
         self._writable(parent_inode)
-        self._writable_names((parent_inode, name))
+        self._check_real_entry(parent_inode, name)
         purge = None
         with self.catalog.write() as txn:
             parent = existing(txn, parent_inode)
@@ -425,7 +390,7 @@ class HsmFs(pyfuse3.Operations):
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         check_name(name)
         self._writable(parent_inode)
-        self._writable_names((parent_inode, name))
+        self._check_real_entry(parent_inode, name)
         with self.catalog.write() as txn:
             parent = existing(txn, parent_inode)
             ino = txn.lookup(parent_inode, name)
@@ -459,7 +424,11 @@ class HsmFs(pyfuse3.Operations):
         check_name(name_old)
         check_name(name_new)
         self._writable(parent_inode_old, parent_inode_new)
-        self._writable_names((parent_inode_old, name_old), (parent_inode_new, name_new))
+        self._check_real_entry(parent_inode_old, name_old)
+        self._check_new_names((parent_inode_new, name_new))
+        if flags & pyfuse3.RENAME_EXCHANGE:  # the old name receives the other entry
+            self._check_real_entry(parent_inode_new, name_new)
+            self._check_new_names((parent_inode_old, name_old))
         if flags & ~(pyfuse3.RENAME_NOREPLACE | pyfuse3.RENAME_EXCHANGE):
             raise fail(errno.EINVAL)
         purge = None
@@ -477,7 +446,7 @@ class HsmFs(pyfuse3.Operations):
     ) -> pyfuse3.EntryAttributes:
         check_name(new_name)
         self._writable(inode, new_parent_inode)
-        self._writable_names((new_parent_inode, new_name))
+        self._check_new_names((new_parent_inode, new_name))
         with self.catalog.write() as txn:
             node = existing(txn, inode)
             if node.is_dir:
@@ -540,8 +509,7 @@ class HsmFs(pyfuse3.Operations):
     @fuse_op
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
         if is_member(inode):
-            fh = self._next_fh
-            self._next_fh += 1
+            fh = self.open_files.new_fh()
             await self.members.open(inode, flags, fh)
             return pyfuse3.FileInfo(fh=fh, keep_cache=True)
         return await self._open(inode, flags)
@@ -552,101 +520,36 @@ class HsmFs(pyfuse3.Operations):
             raise fail(errno.EISDIR)
         if not node.is_reg:
             raise fail(errno.EINVAL)
-        if node.hsm_state == HsmState.LOST:
-            log.error("inode %d is lost (no valid copy in the cache or the object store)", ino)
-            raise fail(errno.EIO)
         writable = (flags & os.O_ACCMODE) != os.O_RDONLY
-        opened = self.open_inodes.get(ino)
         truncating = writable and flags & os.O_TRUNC
-        if truncating and opened is None and node.hsm_state == HsmState.RELEASED:
-            await self._truncate(ino, 0)  # none of the old data is wanted: no stage
-            node = self._inode(ino)
-        if opened is None or (opened.stage is not None and opened.stage.error is not None):
-            opened = await self._open_data(ino, node)
-        opened.handles += 1
-        if writable and opened.writers == 0 and opened.inode.size == 0:
-            opened.sums = RunningChecksums(self.part_size)  # new or emptied: hash as written
-        fh = self._next_fh
-        self._next_fh += 1
-        self.handles[fh] = Handle(ino, writable)
+        if truncating and ino not in self.open_files.inodes:
+            if node.hsm_state == HsmState.RELEASED:
+                await self._truncate(ino, 0)  # none of the old data is wanted: no stage
+                node = self._inode(ino)
+        data = await self.resident.open(ino, create=node.size == 0)
+        opened = self.open_files.inodes.get(ino)
+        if opened is None:
+            with self.catalog.read() as txn:  # a stage may have finished during the await
+                node = txn.get_inode(ino) or node
+            self.catalog.live[ino] = node
+        else:
+            node = opened.inode
+        first_writer = writable and (opened is None or opened.writers == 0)
+        fh, opened = self.open_files.add(node, data, writable)
+        if first_writer and node.size == 0:
+            data.hash_from_start()  # new or emptied: hash it as it is written
+        if first_writer:
+            with self.catalog.write() as txn:
+                txn.add_to(b"open_writes", ino)
         if writable:
-            opened.writers += 1
-            if opened.writers == 1:
-                with self.catalog.write() as txn:
-                    txn.add_to(b"open_writes", ino)
             try:
-                await self._wait_staged(opened, node.size)  # a write needs all the old data
+                await data.ready(node.size)  # a write needs all the old data
             except pyfuse3.FUSEError:
                 await self.release(fh)
                 raise
-        if writable and flags & os.O_TRUNC and opened.inode.size:
-            await self._truncate(ino, 0)
-        self.last_open[ino] = now_ns()  # orders releases (LRU); atime stays POSIX (noatime)
+            if flags & os.O_TRUNC and node.size:
+                await self._truncate(ino, 0)
         return pyfuse3.FileInfo(fh=fh, keep_cache=True)
-
-    async def _open_data(self, ino: int, node: Inode) -> OpenInode:
-        """Open the cache file of ``ino``, starting a stage first if it is released."""
-        stage = None
-        if node.hsm_state == HsmState.RELEASED:
-            if self.stager is None:
-                raise fail(errno.EIO)
-            stage = self.stager.start(ino)
-            await stage.wait_part()
-            if stage.error is not None:
-                raise fail(errno.EIO)
-            try:
-                fd = await trio.to_thread.run_sync(os.open, stage.part, os.O_RDWR | os.O_CLOEXEC)
-            except FileNotFoundError:
-                # The stage is ending: its part file was renamed into place or discarded,
-                # and the catalog says which only once it has ended.
-                await stage.wait_ended()
-                if not stage.done:
-                    raise fail(errno.EIO) from None
-                fd = await trio.to_thread.run_sync(self.cache.open, ino, limiter=self.io_limiter)
-        else:
-            self.opening[ino] += 1  # a release now would remove the file being opened
-            try:
-                await self.removals.removed(ino)
-                # An empty file may have no cache file yet; one with data must have its own.
-                fd = await trio.to_thread.run_sync(
-                    functools.partial(self.cache.open, ino, create=node.size == 0),
-                    limiter=self.io_limiter,
-                )
-            finally:
-                self.opening[ino] -= 1
-                if not self.opening[ino]:
-                    del self.opening[ino]
-        opened = self.open_inodes.get(ino)  # another open may have won the race
-        if opened is None:
-            with self.catalog.read() as txn:  # a stage may have finished during the awaits
-                node = txn.get_inode(ino) or node
-            opened = OpenInode(node, fd, stage=stage)
-            self.open_inodes[ino] = opened
-            self.catalog.live[ino] = node
-        elif opened.stage is not None and opened.stage.error is not None:
-            os.close(opened.fd)  # the part file of a failed stage: retry with the new one
-            opened.fd, opened.stage = fd, stage
-        else:
-            os.close(fd)
-        return opened
-
-    async def _wait_staged(self, opened: OpenInode, end: int) -> None:
-        """Wait until bytes [0, end) of a file being staged are here and verified."""
-        stage = opened.stage
-        if stage is None:
-            return
-        if stage.done:
-            opened.stage = None
-            return
-        await stage.wait_for(end, self.config.hsm.stage_timeout)
-
-    def on_staged(self, ino: int) -> None:
-        opened = self.open_inodes.get(ino)
-        if opened is not None and opened.stage is not None and opened.stage.done:
-            opened.stage = None
-        live = self.catalog.live.get(ino)
-        if live is not None and live.hsm_state == HsmState.RELEASED:
-            live.hsm_state = HsmState.ARCHIVED
 
     @fuse_op
     async def create(
@@ -656,43 +559,28 @@ class HsmFs(pyfuse3.Operations):
         attr = self._remember(inode)
         return await self._open(inode.ino, flags & ~os.O_TRUNC), attr
 
-    @fuse_op
-    async def read(self, fh: int, off: int, size: int) -> bytes | memoryview:
+    @fuse_op  # pyfuse3 takes any buffer; its stub says bytes (a copy we do not make)
+    async def read(self, fh: int, off: int, size: int) -> bytes | memoryview:  # type: ignore[override]
         if fh in self.members.handles:
             return await self.members.read(fh, off, size)
-        opened = self.open_inodes[self.handles[fh].ino]
-        if opened.stage is not None:
-            await self._wait_staged(opened, off + size)
-        buf = bytearray(size)
-        n = pread_nowait(opened.fd, buf, off)
-        if n is None:
-            n = await trio.to_thread.run_sync(
-                pread_into, opened.fd, buf, off, limiter=self.io_limiter
-            )
-        data = memoryview(buf)[:n]
+        data = await self.open_files.of(fh).data.read(off, size)
         self.counters["reads"] += 1
         self.counters["read_bytes"] += len(data)
         return data
 
     @fuse_op
     async def write(self, fh: int, off: int, buf: bytes) -> int:
-        handle = self.handles[fh]
-        opened = self.open_inodes[handle.ino]
-        sums = opened.sums
-        if sums is not None and off == sums.next_offset and not sums.invalid:
-            sums.next_offset = off + len(buf)
-            written = await trio.to_thread.run_sync(
-                sums.write, opened.fd, buf, off, limiter=self.io_limiter
-            )
-        else:
-            opened.sums = None
-            written = await trio.to_thread.run_sync(
-                os.pwrite, opened.fd, buf, off, limiter=self.io_limiter
-            )
+        opened = self.open_files.of(fh)
+        try:
+            written = await opened.data.write(off, buf)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                self.migrator.wake_release()  # what is archived may go now, not later
+            raise
         inode = opened.inode
         inode.size = max(inode.size, off + written)
         inode.touch()
-        self._mark_modified(inode)
+        self.resident.modified(inode)
         self.catalog.dirty.add(inode.ino)
         self.counters["writes"] += 1
         self.counters["written_bytes"] += written
@@ -702,19 +590,17 @@ class HsmFs(pyfuse3.Operations):
     async def flush(self, fh: int) -> None:
         if fh in self.members.handles:
             return
-        ino = self.handles[fh].ino
+        ino = self.open_files.handles[fh].ino
         if ino in self.catalog.dirty:
             with self.catalog.write() as txn:
-                txn.put_inode(self.open_inodes[ino].inode)
+                txn.put_inode(self.open_files.inodes[ino].inode)
 
     @fuse_op
     async def fsync(self, fh: int, datasync: bool) -> None:
         if fh in self.members.handles:
             return
-        ino = self.handles[fh].ino
-        opened = self.open_inodes[ino]
-        sync = os.fdatasync if datasync else os.fsync
-        await trio.to_thread.run_sync(sync, opened.fd, limiter=self.io_limiter)
+        opened = self.open_files.of(fh)
+        await opened.data.sync(datasync)
         with self.catalog.write() as txn:
             txn.put_inode(opened.inode)
         await self.sync()
@@ -722,35 +608,29 @@ class HsmFs(pyfuse3.Operations):
     @fuse_op
     async def release(self, fh: int) -> None:
         if fh in self.members.handles:
-            self.members.release(fh)
+            await self.members.release(fh)
             return
-        handle = self.handles.pop(fh)
+        handle, opened = self.open_files.remove(fh)
         ino = handle.ino
-        opened = self.open_inodes[ino]
-        opened.handles -= 1
-        if handle.writable:
-            opened.writers -= 1
         last_writer = handle.writable and opened.writers == 0
         if last_writer or opened.handles == 0:
             dirty = last_writer and opened.inode.hsm_state == HsmState.DIRTY
-            migrator = self.migrator if dirty else None
-            if migrator is not None:
-                self._keep_checksums(opened)
+            if dirty:
+                opened.data.keep_checksums(opened.inode.size)
             with self.catalog.write() as txn:
                 txn.put_inode(opened.inode)
                 if last_writer:
                     txn.remove_from(b"open_writes", ino)
-                if migrator is not None:  # queued with the close: a crash keeps both or neither
-                    migrator.schedule_in(txn, ino)
-            if last_writer and self.spawn is not None:
+                if dirty:  # queued with the close: a crash keeps both or neither
+                    self.migrator.schedule_in(txn, ino)
+            if last_writer:
                 with self.catalog.read() as txn:
                     if is_tar_name(txn.path_of(ino)):
                         self.spawn(self.members.index, ino)
         if opened.handles == 0:
-            del self.open_inodes[ino]
             self.catalog.live.pop(ino, None)
-            # A close can wait for the disk (a flush, freeing an unlinked file's blocks).
-            await trio.to_thread.run_sync(os.close, opened.fd, limiter=self.io_limiter)
+        await self.resident.close(opened.data)
+        if opened.handles == 0:
             self._reap_if_unlinked(ino)
 
     # -- extended attributes ------------------------------------------------------------
@@ -776,8 +656,7 @@ class HsmFs(pyfuse3.Operations):
     ) -> None:
         self._writable(inode)
         if name.startswith(HSM_PREFIX):
-            self.hsm_attributes.set(self._inode(inode), name, value)
-            await self.removals.removed(inode)  # a release answers once the data is gone
+            await self.hsm_attributes.set(self._inode(inode), name, value)
             return
         check_storable(name, value)
         with self.catalog.write() as txn:
@@ -813,7 +692,7 @@ class HsmFs(pyfuse3.Operations):
 
     @fuse_op
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
-        st = await trio.to_thread.run_sync(os.statvfs, self.cache.root)
+        st = await trio.to_thread.run_sync(os.statvfs, self.resident.cache.root)
         with self.catalog.read() as txn:
             inodes = txn.stats().inodes
         data = pyfuse3.StatvfsData()
@@ -831,7 +710,7 @@ class HsmFs(pyfuse3.Operations):
     async def sync(self) -> None:
         """Make every committed change durable (catalog and pending inode updates)."""
         self.catalog.flush_dirty()
-        await trio.to_thread.run_sync(self.catalog.sync, limiter=self.io_limiter)
+        await trio.to_thread.run_sync(self.catalog.sync, limiter=self.resident.io_limiter)
 
     def statistics(self) -> dict[str, Any]:
         with self.catalog.read() as txn:
@@ -840,11 +719,10 @@ class HsmFs(pyfuse3.Operations):
             "inodes": cat.inodes,
             "entries": cat.entries,
             "catalog_bytes": cat.used_bytes,
-            "open_files": len(self.open_inodes),
-            "open_handles": len(self.handles),
+            **self.open_files.statistics(),
             "kernel_references": len(self.lookups),
             "unflushed_inodes": len(self.catalog.dirty),
             "orphans": cat.orphans,
-            **self.removals.statistics(),
+            **self.resident.removals.statistics(),
             **self.counters,
         }

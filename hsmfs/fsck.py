@@ -1,13 +1,16 @@
 """hsmfs fsck: check the catalog against itself and against the cache; repair what it can.
 
 Each ``check_*`` method looks for one kind of damage, reports every finding, and repairs
-it unless this is a dry run. Exit codes (as e2fsck): 0 clean, 1 damage found and
-repaired, 4 damage left (dry run, or not repairable).
+it unless this is a dry run. Given the object store (``--backend`` or the configuration's),
+fsck also removes what killed uploads left there. Exit codes (as e2fsck): 0 clean, 1
+damage found and repaired, 4 damage left (dry run, or not repairable).
 """
 
 from __future__ import annotations
 
+import json
 import stat
+import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +18,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
+from .backends import ObjectStore, ObjectStoreError
 from .cache import CacheDir
 from .catalog import FIRST_COOKIE, ROOT_INO, Catalog, HsmState, Txn, u64
 from .errors import CatalogError
@@ -31,17 +35,31 @@ class Finding:
 
 
 class Fsck:
-    def __init__(self, catalog: Catalog, cache: CacheDir, *, repair: bool = True) -> None:
+    """The checks of one state directory, its cache and (optionally) its object store.
+
+    Run it only under the state lock: no daemon may change the catalog meanwhile, and no
+    upload of the mount can be running (unfinished ones are leftovers)."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        cache: CacheDir,
+        *,
+        repair: bool = True,
+        backend: ObjectStore | None = None,
+    ) -> None:
         self.catalog = catalog
         self.cache = cache
         self.repair = repair
+        self.backend = backend
         self.findings: list[Finding] = []
         self._check = ""
 
-    def found(self, message: str) -> bool:
+    def found(self, message: str, *, repairable: bool = True) -> bool:
         """Record a finding; True if the caller should repair it."""
-        self.findings.append(Finding(self._check, message, self.repair))
-        return self.repair
+        repair = self.repair and repairable
+        self.findings.append(Finding(self._check, message, repair))
+        return repair
 
     def run(self) -> list[Finding]:
         checks = [
@@ -57,6 +75,7 @@ class Fsck:
             self.check_missing_data,
             self.check_sizes,
             self.check_counters,
+            self.check_object_keys,
         ]
         for check in checks:
             self._check = check.__name__.removeprefix("check_")
@@ -71,7 +90,21 @@ class Fsck:
             else:
                 raw.abort()
         self.catalog.sync()
+        if self.backend is not None:
+            self._check = "uploads"
+            self.check_unfinished_uploads(self.backend)
         return self.findings
+
+    def check_unfinished_uploads(self, backend: ObjectStore) -> None:
+        """Uploads a killed daemon left unfinished cost storage (S3 multipart uploads are
+        never listed as objects); none can be running while fsck holds the state lock."""
+        try:
+            count = backend.abort_stale_uploads(time.time(), dry_run=not self.repair)
+        except ObjectStoreError as exc:
+            self.found(f"cannot look for unfinished uploads: {exc}", repairable=False)
+            return
+        if count:
+            self.found(f"{count} unfinished upload(s) in {backend.describe()}; aborting them")
 
     def check_orphans(self, txn: Txn) -> None:
         """Inodes unlinked while open are deleted at the next mount; do it now."""
@@ -290,6 +323,34 @@ class Fsck:
             ):
                 txn.set_meta(key, str(floor).encode())
 
+    def check_object_keys(self, txn: Txn) -> None:
+        """``keys`` names, for every object key, the one file whose copy it is: an upload
+        never takes another file's key. Two files recording one key share an object that
+        the later upload overwrote; ``hsmctl recheck`` finds which one lost its copy."""
+        recorded: defaultdict[str, list[int]] = defaultdict(list)
+        for ino_key, value in txn.scan_prefix(b"hsm", b""):
+            key = json.loads(bytes(value)).get("key")
+            if key:
+                recorded[key].append(int.from_bytes(ino_key, "big"))
+        indexed = {k.decode(): int.from_bytes(v, "big") for k, v in txn.scan_prefix(b"keys", b"")}
+        for key, owner in indexed.items():
+            if owner not in recorded.get(key, []) and self.found(
+                f"object {key} is indexed for inode {owner}, whose copy is elsewhere; "
+                "dropping the index entry"
+            ):
+                txn.delete_raw(b"keys", key.encode())
+        for key, inos in sorted(recorded.items()):
+            if len(inos) > 1:
+                self.found(
+                    f"inodes {', '.join(map(str, sorted(inos)))} all record object {key}; "
+                    "only one can have its copy there: run `hsmctl recheck` on those files",
+                    repairable=False,
+                )
+            if indexed.get(key) not in inos and self.found(
+                f"object {key} of inode {inos[0]} is missing from the key index; adding it"
+            ):
+                txn.put_raw(b"keys", key.encode(), u64(inos[0]))
+
 
 def links_by_inode(txn: Txn) -> dict[int, set[bytes]]:
     """Every directory entry as a link (parent ino + name), by the inode it names."""
@@ -323,14 +384,17 @@ def describe(link: bytes) -> str:
     return f"entry {link[8:]!r} in directory {int.from_bytes(link[:8], 'big')}"
 
 
-def run_fsck(state_dir: Path, cache_dir: Path, *, repair: bool) -> int:
+def run_fsck(
+    state_dir: Path, cache_dir: Path, *, repair: bool, backend: ObjectStore | None = None
+) -> int:
     console = Console(stderr=False, highlight=False)
     if not (state_dir / "catalog" / "data.mdb").exists():
         raise CatalogError(f"no hsmfs catalog in {state_dir}; check the --state path")
     with StateLock(state_dir, "hsmfs fsck"):
         catalog = Catalog(state_dir / "catalog")
         try:
-            findings = Fsck(catalog, CacheDir(cache_dir), repair=repair).run()
+            fsck = Fsck(catalog, CacheDir(cache_dir), repair=repair, backend=backend)
+            findings = fsck.run()
         finally:
             catalog.close()
     for f in findings:

@@ -6,32 +6,36 @@ ordinal)`` - stable across mounts, and recognisable by its high bit. ``NAME.tar!
 the tar's root directory; ``NAME.tar!REST`` looks REST up in that root, so
 ``NAME.tar!DIR/FILE`` resolves through ordinary lookups.
 
-Reads: a resident tar is read at the member's offset; for a released tar the first read
-of a member fetches just that member with a ranged GET (checked against its MD5 before
-any byte is served) and starts a background stage of the whole tar, whose verified
-prefix then serves the following members. Concurrent readers of a member share a fetch.
+Reads go through the resident-data layer (resident.py): a resident tar is read at the
+member's offset; for a released tar the first read of a member fetches just that member
+with a ranged GET (checked against its MD5 before any byte is served) and starts a
+background stage of the whole tar, whose verified prefix then serves the following
+members. Concurrent readers of a member share a fetch.
+
+Symlink members read as relative targets that stay inside the tar wherever the mount
+is: ``../`` once per directory between the link and the tar's real directory, then
+``NAME.tar!TARGET``. Reached through the tar root (``NAME.tar!/DIR/LINK``) those ``..``
+end at the root, where ``NAME.tar!TARGET`` is looked up as TARGET in the tar.
 """
 
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import logging
 import os
 import stat
 import struct
-from collections import Counter
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import pyfuse3
 import trio
 
-from .backends import ChecksumMismatch, ObjectStore
-from .cache import pread_into, pread_nowait
 from .catalog import Catalog, HsmState, Inode, Txn, u64
-from .stager import Stage
+from .config import FsSettings
+from .resident import DataView, ResidentData
 from .tarindex import (
     MemberKind,
     TarIndex,
@@ -45,15 +49,14 @@ from .tarindex import (
     member_key,
 )
 
-if TYPE_CHECKING:
-    from .fs import HsmFs
-
 log = logging.getLogger(__name__)
 
 MEMBER_BIT = 1 << 62
 ORDINAL_BITS = 24  # up to 16 million members per tar
+# The tar root as a child of itself (``NAME.tar!`` looked up in the root): a directory
+# inode of its own, as the kernel refuses a directory that is its own child.
+ROOT_ALIAS = (1 << ORDINAL_BITS) - 1
 _ORD = struct.Struct(">I")
-PREFETCH_WINDOW = 64 << 20  # a member this close ahead of a running stage waits for it
 
 
 def member_ino(tar: int, ordinal: int) -> int:
@@ -88,7 +91,7 @@ def store_index(txn: Txn, tar: int, index: TarIndex) -> set[bytes]:
         paths = txn.scan_prefix(b"member_paths", u64(tar))
         replaced = {path.split(b"/", 1)[0] for _, path in paths if path}
         first = old.get("next_ordinal", old["members"] + 1)
-        if first + len(index) >= 1 << ORDINAL_BITS:
+        if first + len(index) >= ROOT_ALIAS:
             first = 1
     txn.delete_prefix(b"members", u64(tar))
     txn.delete_prefix(b"member_paths", u64(tar))
@@ -113,51 +116,40 @@ def tar_info(txn: Txn, tar: int) -> dict[str, Any] | None:
 
 
 @dataclass
-class Fetch:
-    """One ranged GET of one member, shared by every reader of it."""
-
-    done: trio.Event = field(default_factory=trio.Event)
-    data: bytes | None = None
-    error: str | None = None
-
-
-@dataclass
 class MemberHandle:
     tar: int
     member: TarMember
-    data: bytes | None = None  # the member, fetched alone from the object store
-    fd: int | None = None  # the tar's cache (or part) file
-    stage: Stage | None = None
+    data: DataView
 
 
 class TarMembers:
     """Lookups, attributes, listing and reads of members, for ``HsmFs`` to delegate to."""
 
-    def __init__(self, fs: HsmFs) -> None:
-        self.fs = fs
-        self.catalog: Catalog = fs.catalog
+    def __init__(
+        self, catalog: Catalog, resident: ResidentData, settings: Callable[[], FsSettings]
+    ) -> None:
+        self.catalog = catalog
+        self.resident = resident
+        self.settings = settings  # the configuration's [fs] section (reloadable)
         self.handles: dict[int, MemberHandle] = {}
-        self.open_tars: Counter[int] = Counter()
-        self.fetches: dict[tuple[int, int], Fetch] = {}
-        self.backend: ObjectStore | None = None
-        self.counters = {"indexed": 0, "member_fetches": 0, "member_fetch_bytes": 0}
+        self.counters = {"indexed": 0}
 
     # -- indexing -------------------------------------------------------------------------
     async def index(self, tar: int) -> None:
         """Index a tar that was closed after writing (in a worker thread)."""
-        version = self.fs.data_versions.get(tar, 0)
-        path = self.fs.cache.path(tar)
+        version = self.resident.version(tar)
+        path = self.resident.cache.path(tar)
 
         def parse() -> TarIndex:
             with open(path, "rb") as f:
                 return index_tar(f)
 
         try:
-            index = await trio.to_thread.run_sync(parse, limiter=self.fs.io_limiter)
+            index = await trio.to_thread.run_sync(parse, limiter=self.resident.io_limiter)
         except Exception as exc:
             log.error("cannot index tar inode %d: %s", tar, exc)
             return
-        if self.fs.data_versions.get(tar, 0) != version:
+        if self.resident.version(tar) != version:
             return  # written again meanwhile; that close indexes it anew
         with self.catalog.write() as txn:
             if txn.get_inode(tar) is None:
@@ -176,6 +168,8 @@ class TarMembers:
 
     # -- namespace ------------------------------------------------------------------------
     def _member(self, txn: Txn, tar: int, ordinal: int) -> TarMember:
+        if ordinal == ROOT_ALIAS:
+            ordinal = 0
         raw_path = txn.get_raw(b"member_paths", u64(tar) + _ORD.pack(ordinal))
         if raw_path is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
@@ -216,7 +210,7 @@ class TarMembers:
         )
         attr = pyfuse3.EntryAttributes()
         attr.st_ino = member_ino(tar, ordinal)
-        attr.entry_timeout = attr.attr_timeout = self.fs.config.fs.attr_timeout
+        attr.entry_timeout = attr.attr_timeout = self.settings().attr_timeout
         attr.st_mode = kind | (
             member.mode & 0o7777 if member.kind is not MemberKind.SYMLINK else 0o777
         )
@@ -264,10 +258,24 @@ class TarMembers:
             if not directory.path:
                 return None  # the caller answers with the real directory of the tar
             found = self._by_path(txn, tar, directory.parent)
+        elif not directory.path and b"!" in name:
+            found = self._in_root(txn, tar, ordinal, name)
         else:
             path = f"{directory.path}/{decode_name(name)}" if directory.path else decode_name(name)
             found = self._by_path(txn, tar, path)
         return None if found is None else self.attr(txn, tar, *found)
+
+    def _in_root(self, txn: Txn, tar: int, root: int, name: bytes) -> tuple[int, TarMember] | None:
+        """``NAME.tar!REST`` in the root of the tar NAME.tar: where a relative symlink
+        target ends when the link was reached through the root (``NAME.tar!/DIR/LINK``)."""
+        tar_name, _, rest = name.partition(b"!")
+        link = txn.first_link(tar)
+        if link is None or link[1] != tar_name:
+            return self._by_path(txn, tar, decode_name(name))  # a member with a bang in it
+        if not rest:
+            alias = 0 if root == ROOT_ALIAS else ROOT_ALIAS
+            return alias, self._member(txn, tar, 0)
+        return self._by_path(txn, tar, decode_name(rest))
 
     def readdir(self, txn: Txn, ino: int, start_id: int, token: pyfuse3.ReaddirToken) -> list[int]:
         """List a member directory; returns the inodes handed to the kernel (lookups)."""
@@ -303,14 +311,17 @@ class TarMembers:
         return given
 
     def _link_target(self, txn: Txn, tar: int, member: TarMember) -> str:
-        """An absolute target inside the tar: ``MOUNTPOINT/TAR PATH!TARGET``.
+        """A relative target inside the tar: ``../`` for every directory between the link
+        and the tar's real directory, then ``NAME.tar!TARGET`` (see the module docstring).
 
-        No relative target can stay inside: the kernel resolves ``..`` through its own
-        dentries, and ``NAME.tar!DIR`` is a child of the tar's real directory there, so
-        ``..`` from ``NAME.tar!DIR/LINK`` would leave the tar."""
+        The kernel resolves ``..`` through its own dentries, and ``NAME.tar!DIR`` is a
+        child of the tar's real directory there, so the way up is one ``..`` for each
+        component of the link's directory."""
         target = lexical_join(member.parent, member.linkname)
-        mountpoint = self.fs.daemon_info.get("mountpoint", "").rstrip("/")
-        return f"{mountpoint}/{txn.path_of(tar) or ''}!{target}"
+        link = txn.first_link(tar)
+        tar_name = link[1].decode("utf-8", "surrogateescape") if link else ""
+        depth = len([part for part in member.parent.split("/") if part])
+        return "../" * depth + f"{tar_name}!{target}"
 
     def readlink(self, txn: Txn, ino: int) -> bytes:
         tar, ordinal = split_ino(ino)
@@ -343,134 +354,21 @@ class TarMembers:
         tar, ordinal = split_ino(ino)
         with self.catalog.read() as txn:
             member = self._member(txn, tar, ordinal)
-            tar_inode = self._tar_inode(txn, tar)
             key = txn.hsm_record(tar).get("key")
         if member.kind is not MemberKind.FILE:
             raise pyfuse3.FUSEError(errno.EISDIR if member.is_dir else errno.EINVAL)
-        state = HsmState(tar_inode.hsm_state)
-        if state == HsmState.LOST:
-            raise pyfuse3.FUSEError(errno.EIO)
-        handle = MemberHandle(tar, member)
-        self.open_tars[tar] += 1
-        try:
-            await self._attach_data(handle, ordinal, state, key)
-        except BaseException:
-            self._forget_tar(tar)
-            raise
-        self.handles[fh] = handle
-
-    async def _attach_data(
-        self, handle: MemberHandle, ordinal: int, state: HsmState, key: str | None
-    ) -> None:
-        tar, member = handle.tar, handle.member
-        stager = self.fs.stager
-        stage = stager.stages.get(tar) if stager is not None else None
-        if stage is not None and stage.error is None and not stage.done:
-            if member.data_offset + member.size <= stage.received + PREFETCH_WINDOW:
-                await stage.wait_part()
-                try:
-                    handle.fd = await trio.to_thread.run_sync(
-                        os.open, stage.part, os.O_RDONLY | os.O_CLOEXEC
-                    )
-                except FileNotFoundError:  # the stage is ending: renamed, or failed
-                    await stage.wait_ended()  # then the catalog says which
-                    with self.catalog.read() as txn:
-                        state = HsmState(self._tar_inode(txn, tar).hsm_state)
-                    if state == HsmState.LOST:
-                        raise pyfuse3.FUSEError(errno.EIO) from None
-                    return await self._attach_data(handle, ordinal, state, key)
-                handle.stage = stage
-                return
-        elif state != HsmState.RELEASED:
-            handle.fd = await trio.to_thread.run_sync(
-                self.fs.cache.open, tar, limiter=self.fs.io_limiter
-            )
-            return
-        if key is None or self.backend is None:
-            raise pyfuse3.FUSEError(errno.EIO)
-        if stager is not None and stage is None and self.fs.config.hsm.member_prefetch == "whole":
-            stager.start(tar)  # the rest of the series will be read soon: fetch it all
-        handle.data = await self._fetch(tar, ordinal, key, member)
-
-    async def _fetch(self, tar: int, ordinal: int, key: str, member: TarMember) -> bytes:
-        fetch = self.fetches.get((tar, ordinal))
-        if fetch is None:
-            fetch = self.fetches[(tar, ordinal)] = Fetch()
-            try:
-                with trio.fail_after(self.fs.config.hsm.stage_timeout):
-                    fetch.data = await trio.to_thread.run_sync(
-                        self._fetch_member, key, member, abandon_on_cancel=True
-                    )
-                self.counters["member_fetches"] += 1
-                self.counters["member_fetch_bytes"] += member.size
-            except ChecksumMismatch as exc:
-                fetch.error = str(exc)
-                self._mark_lost(tar, exc)
-            except Exception as exc:
-                fetch.error = str(exc) or "timed out"
-                log.error("fetching member %s of %s failed: %s", member.path, key, fetch.error)
-            finally:
-                fetch.done.set()
-                del self.fetches[(tar, ordinal)]
-        else:
-            await fetch.done.wait()
-        if fetch.data is None:
-            raise pyfuse3.FUSEError(errno.EIO)
-        return fetch.data
-
-    def _fetch_member(self, key: str, member: TarMember) -> bytes:
-        assert self.backend is not None
-        end = member.data_offset + member.size
-        with self.backend.open_range(key, member.data_offset, end) as reader:
-            data = reader.read()
-        if len(data) != member.size or (member.md5 and hashlib.md5(data).hexdigest() != member.md5):
-            raise ChecksumMismatch(
-                f"{key}: member {member.path} does not match its MD5 {member.md5} "
-                f"({len(data)} of {member.size} bytes fetched)"
-            )
-        return data
-
-    def _mark_lost(self, tar: int, exc: Exception) -> None:
-        log.error("tar inode %d is lost: %s", tar, exc)
-        with self.catalog.write() as txn:
-            inode = txn.get_inode(tar)
-            if inode is not None:
-                inode.hsm_state = HsmState.LOST
-                txn.put_inode(inode)
+        data = await self.resident.open_range(
+            tar, key, member.data_offset, member.size, member.md5, f"member {member.path}"
+        )
+        self.handles[fh] = MemberHandle(tar, member, data)
 
     async def read(self, fh: int, off: int, size: int) -> bytes | memoryview:
         handle = self.handles[fh]
-        member = handle.member
-        size = max(0, min(size, member.size - off))
-        if handle.data is not None:
-            return memoryview(handle.data)[off : off + size]
-        if handle.stage is not None and not handle.stage.done:
-            await handle.stage.wait_for(
-                member.data_offset + off + size, self.fs.config.hsm.stage_timeout
-            )
-        assert handle.fd is not None
-        buf = bytearray(size)
-        n = pread_nowait(handle.fd, buf, member.data_offset + off)
-        if n is None:
-            n = await trio.to_thread.run_sync(
-                pread_into, handle.fd, buf, member.data_offset + off, limiter=self.fs.io_limiter
-            )
-        return memoryview(buf)[:n]
+        size = max(0, min(size, handle.member.size - off))
+        return await handle.data.read(off, size)
 
-    def release(self, fh: int) -> None:
-        handle = self.handles.pop(fh)
-        if handle.fd is not None:
-            os.close(handle.fd)
-        self._forget_tar(handle.tar)
-
-    def _forget_tar(self, tar: int) -> None:
-        self.open_tars[tar] -= 1
-        if self.open_tars[tar] <= 0:
-            del self.open_tars[tar]
+    async def release(self, fh: int) -> None:
+        await self.handles.pop(fh).data.close()
 
     def statistics(self) -> dict[str, Any]:
-        return {
-            "open_members": len(self.handles),
-            "member_fetches_in_flight": len(self.fetches),
-            **self.counters,
-        }
+        return {"open_members": len(self.handles), **self.counters}

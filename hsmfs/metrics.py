@@ -21,7 +21,8 @@ from prometheus_client.registry import Collector
 
 from .backends import ObjectStore
 from .errors import MountError
-from .fs import HsmFs
+from .migrator import Migrator
+from .resident import ResidentData
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +32,14 @@ STAGE_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 60
 Statistics = dict[str, dict[str, Any]]
 
 
-async def daemon_statistics(fs: HsmFs, backend: ObjectStore) -> Statistics:
+async def daemon_statistics(
+    migrator: Migrator, resident: ResidentData, backend: ObjectStore
+) -> Statistics:
     """What one scrape reads, in the trio loop (the cache's use in a worker thread)."""
-    assert fs.migrator is not None and fs.stager is not None
     return {
-        "cache": await trio.to_thread.run_sync(fs.migrator.watermarks),
-        "migration": fs.migrator.statistics(),
-        "staging": fs.stager.statistics(),
+        "cache": await trio.to_thread.run_sync(migrator.watermarks),
+        "migration": migrator.statistics(),
+        "staging": resident.statistics(),
         "backend": backend.statistics(),
     }
 
@@ -116,9 +118,7 @@ class MetricsEndpoint:
         self.requested_port = port
         self.registry = CollectorRegistry()
         token = trio.lowlevel.current_trio_token()
-        self.registry.register(
-            HsmCollector(lambda: trio.from_thread.run(gather, trio_token=token))
-        )
+        self.registry.register(HsmCollector(lambda: trio.from_thread.run(gather, trio_token=token)))
         self.stage_seconds = Histogram(
             "hsmfs_stage_duration_seconds", "Time from the first read of a released file "
             "until it is staged", buckets=STAGE_BUCKETS, registry=self.registry,

@@ -4,35 +4,44 @@
   ``max_uploads`` at a time) under ``<prefix>/<its path>`` (with hard links: its first
   link's, or once that is removed, a remaining link's); only once the store has
   confirmed size and MD5 does it become ``archived``. The queue lives in the catalog and
-  survives restarts; a failed upload is retried with exponential backoff.
+  survives restarts; a failed upload is retried with exponential backoff. An upload
+  never takes the key of another file's copy (a file renamed after migration keeps its
+  object under its old name): it then goes under ``<path>~<inode>``.
 - Release: when the cache file system passes its high watermark, archived files are
-  released least recently opened first until it is below the low watermark; with
-  ``release_after``, archived files not opened for that long are released too. A file
-  that is dirty, open, ``norelease``, ``lost`` or being staged is never released. The
-  state changes on the trio thread; the cache file is removed after, in a worker thread
-  (``CacheRemovals``), which a stage or truncation of the file waits for.
+  released least recently used first until it is below the low watermark; with
+  ``release_after``, archived files not used for that long are released too. Before
+  any cache data is freed, the object store must confirm the copy (a HEAD: size and
+  ETag or MD5; the policy confirms a batch at once). A file whose copy is missing or
+  different stays in the cache, becomes dirty and is migrated again. A file that is
+  dirty, open, ``norelease``, ``lost`` or being staged is never released.
+- Deletion: objects no file holds any more (deleted files, superseded keys) are deleted
+  once a snapshot that no longer names them is stored (``delete_deferred``).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import trio
 
-from .backends import ObjectStore, TemporaryFailure
+from .backends import ObjectInfo, ObjectStore, TemporaryFailure
 from .cache import CacheDir
 from .catalog import Catalog, HsmFlag, HsmState, Inode, Txn, now_ns
+from .checksums import WrittenChecksums, file_checksums
 from .config import Config, parse_size
-from .removals import CacheRemovals
-from .stager import WrittenChecksums, file_checksums
+from .copies import RECHECK, copy_problem
+from .resident import ReleaseRefused, ResidentData
 
 log = logging.getLogger(__name__)
 
 SWEEP_PAUSE = 10.0  # seconds between release sweeps that found nothing more to release
+CONFIRM_BATCH = 64  # copies confirmed at once by a release sweep
+RESERVED_PREFIX = ".hsmfs/"  # hsmfs's own objects (catalog snapshots): no file's key
 
 
 @dataclass
@@ -42,11 +51,14 @@ class UploadResult:
     etag: str | None
 
 
-class ReleaseRefused(Exception):
-    """Why a file may not be released (the message names the reason)."""
-
-
 class Migrator:
+    """Migrates dirty files, releases archived ones, and deletes objects nobody holds.
+
+    Collaborators come in built: the catalog, the cache, the object store (called in
+    worker threads under ``limiter``), the resident-data layer (which owns the cache
+    data, its users and the eviction itself) and ``open_for_writing`` (no upload of a
+    file that is being written)."""
+
     def __init__(
         self,
         catalog: Catalog,
@@ -54,25 +66,23 @@ class Migrator:
         backend: ObjectStore,
         config: Config,
         limiter: trio.CapacityLimiter,
-        is_open: Any,
-        data_version: Any,
-        removals: CacheRemovals,
-        last_open: dict[int, int] | None = None,
-        written_checksums: dict[int, WrittenChecksums] | None = None,
+        resident: ResidentData,
+        open_for_writing: Callable[[int], bool],
     ) -> None:
         self.catalog = catalog
         self.cache = cache
-        self.removals = removals
+        self.resident = resident
         self.backend = backend
         self.config = config
         self.limiter = limiter
-        self.is_open = is_open  # ino -> bool: open for writing (or at all, for release)
-        self.data_version = data_version  # ino -> int: bumped by every change of data
-        self.last_open = last_open if last_open is not None else {}
-        self.written_checksums = written_checksums if written_checksums is not None else {}
-        self.uploading: dict[int, str] = {}
+        self.open_for_writing = open_for_writing
+        self.uploading: dict[int, str] = {}  # ino -> key ("" until chosen)
+        self.deleting: dict[str, trio.Event] = {}  # deferred deletions running now
         self.failures: dict[int, int] = {}  # consecutive failed uploads per inode
-        self.counters = {"migrated": 0, "migrated_bytes": 0, "released": 0, "upload_errors": 0}
+        self.counters = {
+            "migrated": 0, "migrated_bytes": 0, "released": 0, "upload_errors": 0,
+            "copies_missing": 0, "objects_deleted": 0,
+        }  # fmt: skip
         self.last_error: str | None = None
         self.backend_ok: bool | None = None
         self._wakeup = trio.Event()
@@ -107,6 +117,12 @@ class Migrator:
         self._apply_migrate_after()
         self._wakeup.set()
 
+    def wake_release(self) -> None:
+        """Something may be releasable now (a file was archived, a write found the cache
+        full): end the pause between release sweeps and run the policy at once."""
+        self._next_sweep = 0.0
+        self._wakeup.set()
+
     def _apply_migrate_after(self) -> None:
         # One transaction: a crash keeps every entry, with the old or the new due time.
         delay = self.config.hsm.migrate_after
@@ -132,7 +148,7 @@ class Migrator:
         for ino, due in sorted(queue, key=lambda item: item[1]):
             if len(self.uploading) >= self.config.hsm.max_uploads:
                 return
-            if due <= now and ino not in self.uploading and not self.is_open(ino, writers=True):
+            if due <= now and ino not in self.uploading and not self.open_for_writing(ino):
                 self.uploading[ino] = ""
                 nursery.start_soon(self._upload, ino)
 
@@ -142,21 +158,41 @@ class Migrator:
         finally:
             self.uploading.pop(ino, None)
 
+    def _choose_key(self, txn: Txn, ino: int, path: str | None) -> str:
+        """The file's path, unless another file's copy (or upload) has that key."""
+        base = path if path is not None else f"{RESERVED_PREFIX}unnamed/{ino}"
+        others = {key for other, key in self.uploading.items() if other != ino}
+        key, attempt = base, 0
+        while (owner := txn.key_owner(key)) not in (None, ino) or key in others:
+            attempt += 1
+            key = f"{base}~{ino}" if attempt == 1 else f"{base}~{ino}.{attempt}"
+            log.info("object %s holds the copy of inode %s (renamed after its migration); "
+                     "inode %d goes under %s", base, owner, ino, key)  # fmt: skip
+        return key
+
     async def _upload_one(self, ino: int) -> None:
-        with self.catalog.read() as txn:
-            inode = txn.get_inode(ino)
-            path = txn.path_of(ino)
-            record = txn.hsm_record(ino)
+        while True:
+            with self.catalog.read() as txn:
+                inode = txn.get_inode(ino)
+                path = txn.path_of(ino)
+                key = self._choose_key(txn, ino, path)
+            deleting = self.deleting.get(key)
+            if deleting is None:
+                break
+            await deleting.wait()  # the deferred deletion of that key must not follow us
         gone = inode is None or inode.nlink == 0  # deleted, or unlinked and still open
-        if gone or not inode.is_reg or inode.hsm_state != HsmState.DIRTY:
+        if gone or inode is None or not inode.is_reg or inode.hsm_state != HsmState.DIRTY:
             with self.catalog.write() as txn:
                 txn.dequeue(ino)
             return
-        # Every linked file has a path (a hard link takes over the name of a removed first
-        # link); only a damaged catalog leaves one without, until fsck finds it a name.
-        key = path if path is not None else f".by-inode/{ino}"
+        if path is not None and path.startswith(RESERVED_PREFIX):
+            self._upload_failed(ino, path, ValueError(
+                f"/{RESERVED_PREFIX} is hsmfs's own name in the object store (catalog "
+                f"snapshots); rename /{RESERVED_PREFIX.rstrip('/')} to migrate this file"
+            ), retry_delay=self.config.hsm.retry_max)  # fmt: skip
+            return
         self.uploading[ino] = key
-        version = self.data_version(ino)
+        version = self.resident.version(ino)
         metadata = {
             "hsmfs-ino": str(ino),
             "hsmfs-mode": oct(inode.mode),
@@ -165,7 +201,7 @@ class Migrator:
             "hsmfs-mtime-ns": str(inode.mtime_ns),
         }
         source = self.cache.path(ino)
-        known = self.written_checksums.get(ino)
+        known = self.resident.written_checksums.get(ino)
         sums = known if known is not None and known[0] == version else None
         try:
             result = await trio.to_thread.run_sync(
@@ -176,7 +212,7 @@ class Migrator:
             return
         self.backend_ok = True
         self.failures.pop(ino, None)
-        if self.data_version(ino) != version:
+        if self.resident.version(ino) != version:
             log.info("%s changed during its upload; it will be migrated again", key)
             return
         with self.catalog.write() as txn:
@@ -185,6 +221,7 @@ class Migrator:
                 return
             current.hsm_state = HsmState.ARCHIVED
             txn.put_inode(current)
+            # A key it held before goes to the deferred deletions with this record.
             txn.set_hsm_record(
                 ino,
                 {
@@ -197,13 +234,11 @@ class Migrator:
                 },
             )
             txn.dequeue(ino)
-        self.written_checksums.pop(ino, None)
+        self.resident.written_checksums.pop(ino, None)
         self.counters["migrated"] += 1
         self.counters["migrated_bytes"] += inode.size
         log.info("archived %s (%d bytes, md5 %s)", key, inode.size, result.md5)
-        old_key = record.get("key")
-        if old_key and old_key != key:  # the superseded copy goes only now it is replaced
-            await trio.to_thread.run_sync(self.backend.delete, old_key, limiter=self.limiter)
+        self.wake_release()  # a new release candidate: a full cache may be waiting for it
 
     def _upload_file(
         self, key: str, source: Path, metadata: dict[str, str], sums: WrittenChecksums | None
@@ -218,11 +253,13 @@ class Migrator:
         assert info.md5 is not None
         return UploadResult(info.md5, crcs, info.etag)
 
-    def _upload_failed(self, ino: int, key: str, exc: Exception) -> None:
+    def _upload_failed(
+        self, ino: int, key: str, exc: Exception, retry_delay: float | None = None
+    ) -> None:
         attempt = self.failures.get(ino, 0) + 1
         self.failures[ino] = attempt
         hsm = self.config.hsm
-        delay = min(hsm.retry_max, hsm.retry_min * 2 ** (attempt - 1))
+        delay = retry_delay or min(hsm.retry_max, hsm.retry_min * 2 ** (attempt - 1))
         self.counters["upload_errors"] += 1
         self.last_error = f"{key}: {exc}"
         if isinstance(exc, TemporaryFailure):
@@ -234,30 +271,107 @@ class Migrator:
             if txn.get_inode(ino) is not None:
                 txn.enqueue(ino, now_ns() + int(delay * 1e9))
 
-    # -- release --------------------------------------------------------------------------
-    def release(self, ino: int) -> int:
-        """Release one file now; returns the bytes freed, raises ReleaseRefused.
+    # -- confirming copies ----------------------------------------------------------------
+    async def _head(self, key: str) -> ObjectInfo | None:
+        return await trio.to_thread.run_sync(self.backend.head, key, limiter=self.limiter)
 
-        Not async: the checks and the state change are one step (no open slips in). The
-        cache file goes in a worker thread after; ``removals.removed(ino)`` waits for it."""
-        if self.is_open(ino, writers=False):
-            raise ReleaseRefused("it is open")
+    async def confirm_copy(self, ino: int) -> str | None:
+        """Why the object store does not hold the copy ``ino``'s record describes, or None
+        if it does. ReleaseRefused if the store cannot tell now."""
+        with self.catalog.read() as txn:
+            record = txn.hsm_record(ino)
+        if not record.get("key"):
+            return copy_problem(record, None)
+        try:
+            info = await self._head(record["key"])
+        except Exception as exc:
+            raise ReleaseRefused(f"the object store cannot confirm its copy now: {exc}") from exc
+        return copy_problem(record, info)
+
+    def _migrate_again(self, ino: int, problem: str) -> None:
+        """An archived file whose copy is gone: it keeps its data, becomes dirty and is
+        migrated again (one transaction: a crash keeps both or neither)."""
         with self.catalog.write() as txn:
             inode = txn.get_inode(ino)
-            if inode is None or not inode.is_reg:
-                raise ReleaseRefused("it is not a regular file")
-            if inode.hsm_flags & HsmFlag.NORELEASE:
-                raise ReleaseRefused("it is marked norelease")
-            state = HsmState(inode.hsm_state)
-            if state == HsmState.RELEASED:
-                return 0
-            if state != HsmState.ARCHIVED:
-                raise ReleaseRefused(f"it is {state.name.lower()}")
-            inode.hsm_state = HsmState.RELEASED
+            if inode is None or inode.hsm_state != HsmState.ARCHIVED:
+                return
+            inode.hsm_state = HsmState.DIRTY
             txn.put_inode(inode)
-        self.removals.start(ino)
-        self.counters["released"] += 1
-        return inode.size
+            self.schedule_in(txn, ino, delay=0)
+            path = txn.path_of(ino)
+        self.resident.versions[ino] = self.resident.version(ino) + 1
+        self.counters["copies_missing"] += 1
+        log.error("%s was not released: %s; it stays in the cache, is dirty again and will "
+                  "be migrated again", path or f"inode {ino}", problem)  # fmt: skip
+
+    async def recheck(self, ino: int) -> str | None:
+        """Check ``ino``'s copy in the object store again (HEAD: size and checksum) and
+        let its state follow; returns what is wrong, or None if the copy is there (or the
+        file is dirty: nothing to check yet).
+
+        lost, copy back -> released; released, copy gone -> lost; archived, copy gone ->
+        dirty, and it migrates anew (its data is still in the cache)."""
+        with self.catalog.read() as txn:
+            inode = txn.get_inode(ino)
+            path = txn.path_of(ino) or f"inode {ino}"
+        if inode is None or not inode.is_reg:
+            return "it is not a regular file"
+        state = inode.hsm_state
+        if state == HsmState.DIRTY:
+            return None
+        try:
+            problem = await self.confirm_copy(ino)
+        except ReleaseRefused as exc:
+            return str(exc)
+        if problem is None:
+            if state == HsmState.LOST:
+                with self.catalog.write() as txn:
+                    back = txn.set_hsm_state(ino, HsmState.RELEASED, only_from=HsmState.LOST)
+                if back:
+                    self.resident.discard_stale(ino)  # what a crash left is not its data
+                    log.info("%s: its copy is in the object store again; released", path)
+            return None
+        if state == HsmState.ARCHIVED:
+            self._migrate_again(ino, problem)
+            return f"{problem}; it migrates anew from the cache"
+        if state == HsmState.RELEASED:
+            with self.catalog.write() as txn:
+                txn.set_hsm_state(ino, HsmState.LOST, only_from=HsmState.RELEASED)
+            log.error("%s is lost: %s; reads fail with EIO. %s", path, problem, RECHECK)
+        return f"{problem}; restore that object or delete the file"
+
+    # -- release --------------------------------------------------------------------------
+    async def release(self, ino: int) -> int:
+        """Release one file now, once the object store confirmed its copy; returns the
+        bytes freed. ReleaseRefused says why not (a missing copy: the file is dirty again
+        and migrates anew)."""
+        inode = self.resident.check_evictable(ino)
+        if inode.hsm_state == HsmState.RELEASED:
+            return 0
+        version = self.resident.version(ino)
+        problem = await self.confirm_copy(ino)
+        if problem is not None:
+            self._migrate_again(ino, problem)
+            raise ReleaseRefused(f"{problem}; it is migrated again instead")
+        freed = self.resident.evict(ino, version)
+        self.counters["released"] += freed > 0
+        return freed
+
+    async def _confirm_many(self, inodes: list[Inode]) -> dict[int, str | None]:
+        """Confirm the copies of several files at once (HEADs in parallel, each in a worker
+        thread under the backend limiter); a file the store cannot tell about is left out."""
+        results: dict[int, str | None] = {}
+
+        async def one(ino: int) -> None:
+            try:
+                results[ino] = await self.confirm_copy(ino)
+            except ReleaseRefused as exc:
+                log.warning("release of inode %d postponed: %s", ino, exc)
+
+        async with trio.open_nursery() as nursery:
+            for inode in inodes:
+                nursery.start_soon(one, inode.ino)
+        return results
 
     def watermarks(self) -> dict[str, int]:
         """Cache use against the marks: a statvfs, which may wait for the cache disk (call
@@ -279,22 +393,48 @@ class Migrator:
             return 0
         candidates = await trio.to_thread.run_sync(self._release_candidates, limiter=self.limiter)
         cutoff = now_ns() - int(max_age * 1e9) if max_age is not None else None
+        wanted = [
+            inode
+            for inode in candidates  # least recently used first
+            if not self.resident.in_use(inode.ino) and not self.resident.staging(inode.ino)
+        ]
         freed = 0
         released = []
-        for inode in candidates:  # least recently used first
-            too_old = cutoff is not None and self._last_use(inode) < cutoff
-            if freed >= over and not too_old:
-                break
-            try:
-                freed += self.release(inode.ino)
-            except ReleaseRefused:
-                continue
-            released.append(inode.ino)
+        index, done = 0, False
+        while index < len(wanted) and not done:
+            batch: list[Inode] = []
+            planned = freed
+            while index < len(wanted) and len(batch) < CONFIRM_BATCH:
+                inode = wanted[index]
+                too_old = cutoff is not None and self._last_use(inode) < cutoff
+                if planned >= over and not too_old:
+                    done = True  # enough, and the rest is newer still (LRU order)
+                    break
+                batch.append(inode)
+                planned += inode.size
+                index += 1
+            versions = {inode.ino: self.resident.version(inode.ino) for inode in batch}
+            confirmed = await self._confirm_many(batch)
+            for inode in batch:  # no await from here to the eviction of each file
+                if inode.ino not in confirmed:
+                    continue
+                problem = confirmed[inode.ino]
+                if problem is not None:
+                    self._migrate_again(inode.ino, problem)
+                    continue
+                try:
+                    gained = self.resident.evict(inode.ino, versions[inode.ino])
+                except ReleaseRefused:
+                    continue
+                freed += gained
+                self.counters["released"] += gained > 0
+                released.append(inode.ino)
         for ino in released:  # the next statvfs must see the space freed
-            await self.removals.removed(ino)
+            await self.resident.removed(ino)
         if freed < over or max_age is not None:
             # A sweep reads every inode: after one that could not do all it wanted (or an
-            # age sweep), wait before the next instead of rescanning every scan_interval.
+            # age sweep), wait before the next instead of rescanning every scan_interval;
+            # a newly archived file ends the pause (wake_release).
             pause = SWEEP_PAUSE if max_age is None else min(SWEEP_PAUSE, max_age)
             self._next_sweep = time.monotonic() + pause
         if freed:
@@ -303,7 +443,7 @@ class Migrator:
         return freed
 
     def _release_candidates(self) -> list[Inode]:
-        """Archived, releasable files, least recently opened first."""
+        """Archived, releasable files, least recently used first."""
         with self.catalog.read() as txn:
             found = [
                 inode
@@ -314,7 +454,37 @@ class Migrator:
 
     def _last_use(self, inode: Inode) -> int:
         """Last open since mount, else the newer of atime and mtime (survives restarts)."""
-        return self.last_open.get(inode.ino) or max(inode.atime_ns, inode.mtime_ns)
+        return self.resident.last_use.get(inode.ino) or max(inode.atime_ns, inode.mtime_ns)
+
+    # -- deferred deletions ---------------------------------------------------------------
+    async def delete_deferred(self, keys: list[str]) -> list[str]:
+        """Delete the objects of ``keys`` (deferred deletions that a stored snapshot no
+        longer names), unless a file holds one again; returns the keys deleted."""
+        deleted = []
+        for key in keys:
+            if key in self.uploading.values():
+                continue  # an upload is taking the key: its record keeps the object
+            with self.catalog.read() as txn:
+                if txn.key_owner(key) is not None or not txn.is_deferred(key):
+                    continue
+            done = self.deleting[key] = trio.Event()
+            try:
+                await trio.to_thread.run_sync(self.backend.delete, key, limiter=self.limiter)
+            except Exception as exc:
+                log.error("could not delete object %s of a deleted or moved file: %s; it is "
+                          "tried again after the next snapshot", key, exc)  # fmt: skip
+                continue
+            finally:
+                del self.deleting[key]
+                done.set()
+            deleted.append(key)
+        if deleted:
+            with self.catalog.write() as txn:  # one commit (see Snapshots.take)
+                for key in deleted:
+                    if txn.key_owner(key) is None:
+                        txn.forget_delete(key)
+        self.counters["objects_deleted"] += len(deleted)
+        return deleted
 
     def statistics(self) -> dict[str, Any]:
         with self.catalog.read() as txn:
@@ -323,6 +493,7 @@ class Migrator:
             for ino, _ in queue:
                 inode = txn.get_inode(ino)
                 dirty_bytes += inode.size if inode is not None else 0
+            deferred = len(txn.deferred_deletes())
         return {
             "queue_length": len(queue),
             "dirty_files": len(queue),
@@ -330,5 +501,6 @@ class Migrator:
             "uploads_in_flight": len(self.uploading),
             "uploading": sorted(k for k in self.uploading.values() if k),
             "last_upload_error": self.last_error,
+            "deletions_deferred": deferred,
             **self.counters,
         }

@@ -1,4 +1,10 @@
-"""Start-up and shut-down of one hsmfs mount: lock, catalog recovery, FUSE, tasks, signals."""
+"""Start-up and shut-down of one hsmfs mount: lock, catalog recovery, FUSE, tasks, signals.
+
+``Daemon.run`` holds the state lock and the catalog; inside one trio run, ``_main``
+builds every collaborator first (limiters, resident data, migrator, members, attributes,
+snapshots), hands them to ``HsmFs``, mounts, and runs every task in one nursery. After the
+unmount it takes the last snapshot, and the catalog is marked clean.
+"""
 
 from __future__ import annotations
 
@@ -7,64 +13,42 @@ import logging
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 
 import pyfuse3
 import trio
 
 from .actions import Actions
-from .backends import ObjectStore, ObjectStoreError, open_backend
+from .backends import ObjectStore
 from .cache import CacheDir
 from .catalog import Catalog, HsmState, Txn, now_ns
 from .config import Config, load_config
 from .control import ControlServer
-from .errors import MountError, UsageError
+from .errors import HsmfsError, MountError
 from .fs import HsmFs
 from .lock import StateLock
+from .members import TarMembers
 from .metrics import MetricsEndpoint, daemon_statistics
 from .migrator import Migrator
 from .notify import Notifier
-from .snapshot import take_snapshot
-from .stager import Stager, discard_partial_stages
+from .openfiles import OpenFiles
+from .options import MountOptions, open_store
+from .resident import ResidentData
+from .snapshot import Snapshots
+from .stager import discard_partial_stages
+from .xattrs import HsmAttributes
 
 log = logging.getLogger(__name__)
 
-
-@dataclass
-class MountOptions:
-    mountpoint: Path
-    cache_dir: Path
-    state_dir: Path
-    config_file: Path | None = None
-    backend_url: str | None = None  # overrides the configuration's hsm.backend
+__all__ = ["Daemon", "MountOptions"]
 
 
-def backend_url(options: MountOptions, config: Config) -> str:
-    """--backend, else the configuration, else the embedded default: a local directory."""
-    url = options.backend_url or config.hsm.backend
-    if url is None:
-        default = options.state_dir / "objects"
-        default.mkdir(parents=True, exist_ok=True)
-        url = f"file://{default}"
-    return url
-
-
-def open_store(options: MountOptions, config: Config) -> ObjectStore:
-    try:
-        return open_backend(
-            backend_url(options, config),
-            connect_timeout=config.hsm.connect_timeout,
-            read_timeout=config.hsm.read_timeout,
-        )
-    except ObjectStoreError as exc:
-        raise UsageError(str(exc)) from None
-
-
-def recover(catalog: Catalog, cache: CacheDir) -> None:
-    """Bring the catalog in line with the cache after the daemon stopped.
+def recover(catalog: Catalog, cache: CacheDir) -> bool:
+    """Bring the catalog in line with the cache after the daemon stopped; returns whether
+    it had stopped cleanly.
 
     Always: inodes unlinked while still open are deleted (the kernel's references died
     with the old mount). After a crash, also: files that were open for writing take their
@@ -104,6 +88,7 @@ def recover(catalog: Catalog, cache: CacheDir) -> None:
             len(purged),
             strays,
         )
+    return not unclean
 
 
 def remove_stray_cache_files(catalog: Catalog, cache: CacheDir) -> int:
@@ -150,6 +135,22 @@ def set_read_ahead(dev: int, kib: int) -> None:
         log.info("kernel read-ahead left at its default (%s: %s)", path, exc.strerror)
 
 
+def only_error(group: BaseExceptionGroup) -> BaseException:
+    """A start that failed inside the nursery (a busy metrics port, a mount error) as the
+    one plain HsmfsError it raised, which the CLI prints as one line with its exit code;
+    anything else stays the group it is."""
+    errors, rest = group.split(HsmfsError)
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [errors] if errors is not None else []
+    while pending:
+        error = pending.pop()
+        if isinstance(error, BaseExceptionGroup):
+            pending.extend(error.exceptions)
+        else:
+            leaves.append(error)
+    return leaves[0] if rest is None and len(leaves) == 1 else group
+
+
 class Daemon:
     """One mounted hsmfs: owns the lock, the catalog and the FUSE session."""
 
@@ -157,121 +158,156 @@ class Daemon:
         self.options = options
         self.config: Config = load_config(options.config_file)
         self.lock = StateLock(options.state_dir, f"mounted at {options.mountpoint}")
-        self.fs: HsmFs | None = None
-        self.backend: ObjectStore | None = None
-        self._cancel: trio.CancelScope | None = None
+        self.migrator: Migrator | None = None  # while running: reload reconfigures it
         self.notifier = Notifier.from_environment()
         self._stopping = False
+        self._final_snapshot = False  # the unmount stored a snapshot of the final catalog
 
     def run(self, on_ready: Callable[[], None]) -> None:
         opts = self.options
         clear_stale_mount(opts.mountpoint)
         with self.lock:
-            self.backend = open_store(opts, self.config)
+            backend = open_store(opts, self.config)
             catalog = Catalog(opts.state_dir / "catalog")
-            clean_exit = False
             try:
                 cache = CacheDir(opts.cache_dir)
-                recover(catalog, cache)
-                self.fs = HsmFs(catalog, cache, self.config)
-                self.fs.daemon_info = {
-                    "pid": os.getpid(),
-                    "control": str(opts.state_dir / "control.sock"),
-                    "state": str(opts.state_dir),
-                    "cache": str(opts.cache_dir),
-                    "mountpoint": str(opts.mountpoint),
-                }
-                fuse_options = set(pyfuse3.default_options)
-                fuse_options |= {"fsname=hsmfs", "subtype=hsmfs", "noatime"}
-                if self.config.fs.allow_other:
-                    fuse_options.add("allow_other")
+                with catalog.read() as txn:
+                    current = txn.meta(b"snapshot_current") == b"1"
+                clean = recover(catalog, cache)
                 try:
-                    pyfuse3.init(self.fs, str(opts.mountpoint), fuse_options)
-                except RuntimeError as exc:
-                    raise MountError(f"cannot mount {opts.mountpoint}: {exc}") from None
-                try:
-                    trio.run(self._serve, on_ready)
-                    clean_exit = True
-                finally:
-                    pyfuse3.close(unmount=True)
-                    log.info("unmounted %s", opts.mountpoint)
+                    trio.run(self._main, catalog, cache, backend, clean and current, on_ready)
+                except BaseExceptionGroup as group:
+                    raise only_error(group) from None
             finally:
                 catalog.flush_dirty()
                 with catalog.write() as txn:
                     txn.set_meta(b"clean", b"1")
+                    txn.set_meta(b"snapshot_current", b"1" if self._final_snapshot else b"0")
                 catalog.sync()
-                if clean_exit:
-                    self._snapshot(catalog)
                 catalog.close()
-                self.backend.close()
+                backend.close()
 
-    def _snapshot(self, catalog: Catalog) -> None:
-        assert self.backend is not None
+    def _daemon_info(self) -> dict[str, object]:
+        o = self.options
+        return {
+            "pid": os.getpid(),
+            "control": str(o.state_dir / "control.sock"),
+            "state": str(o.state_dir),
+            "cache": str(o.cache_dir),
+            "mountpoint": str(o.mountpoint),
+        }
+
+    async def _main(
+        self,
+        catalog: Catalog,
+        cache: CacheDir,
+        backend: ObjectStore,
+        snapshot_current: bool,
+        on_ready: Callable[[], None],
+    ) -> None:
+        opts = self.options
+        settings = lambda: self.config.hsm  # noqa: E731 - the current one, after reloads
+        backend_limiter = trio.CapacityLimiter(backend.options.max_pool_connections)
+        io_limiter = trio.CapacityLimiter(self.config.fs.io_threads)
+        control = ControlServer(opts.state_dir / "control.sock")
+        mounted = False
         try:
-            take_snapshot(catalog, self.backend, self.options.state_dir)
-        except Exception as exc:
-            log.error("catalog snapshot to %s failed: %s", self.backend.describe(), exc)
+            async with trio.open_nursery() as nursery:
+                resident = ResidentData(
+                    catalog, cache, backend, settings, io_limiter=io_limiter,
+                    backend_limiter=backend_limiter, nursery=nursery,
+                    part_size=backend.options.multipart_chunksize,
+                )  # fmt: skip
+                open_files = OpenFiles()
+                migrator = self.migrator = Migrator(
+                    catalog, cache, backend, self.config, backend_limiter, resident,
+                    open_files.open_for_writing,
+                )  # fmt: skip
+                snapshots = Snapshots(
+                    catalog, backend, opts.state_dir, settings, backend_limiter,
+                    migrator.delete_deferred, current=snapshot_current,
+                )  # fmt: skip
+                members = TarMembers(catalog, resident, lambda: self.config.fs)
+                attributes = HsmAttributes(catalog, migrator, resident, self._daemon_info())
+                fs = HsmFs(
+                    catalog, lambda: self.config, resident, migrator, members, attributes,
+                    open_files, nursery.start_soon,
+                )  # fmt: skip
+                actions = Actions(fs, migrator, resident, snapshots, backend, lambda: self.config)
+                actions.register(control)
+                with self._metrics_endpoint(migrator, resident, backend) as metrics:
+                    if metrics is not None:
+                        resident.stager.on_stage_time = metrics.observe_stage
+                    self._mount(fs)
+                    mounted = True
+                    nursery.start_soon(self.notifier.ping_watchdog)
+                    nursery.start_soon(self._abort_stale_uploads, backend, backend_limiter)
+                    nursery.start_soon(migrator.run, nursery)
+                    nursery.start_soon(snapshots.run)
+                    nursery.start_soon(self._fuse_main, nursery.cancel_scope)
+                    nursery.start_soon(self._signals)
+                    nursery.start_soon(self._periodic_sync, fs)
+                    await nursery.start(control.serve)
+                    # Ready only once the mount answers a request through the kernel.
+                    st = await trio.to_thread.run_sync(os.stat, opts.mountpoint)
+                    set_read_ahead(st.st_dev, self.config.fs.read_ahead_kb)
+                    log.info("mounted %s (state %s, cache %s)", *self._paths())
+                    on_ready()
+                    self.notifier.ready(f"mounted {opts.mountpoint}")
+                    await trio.sleep_forever()  # until the unmount cancels the nursery
+        finally:
+            if mounted:
+                pyfuse3.close(unmount=True)
+                log.info("unmounted %s", opts.mountpoint)
+        # Unmounted cleanly (an error would have left with the nursery): the last
+        # snapshot, so the bucket knows the final catalog.
+        catalog.flush_dirty()
+        with trio.CancelScope(shield=True):
+            self._final_snapshot = await snapshots.take()
 
-    async def _serve(self, on_ready: Callable[[], None]) -> None:
-        with self._metrics_endpoint() as metrics:
-            await self._serve_fs(on_ready, metrics)
+    def _mount(self, fs: HsmFs) -> None:
+        fuse_options = set(pyfuse3.default_options)
+        fuse_options |= {"fsname=hsmfs", "subtype=hsmfs", "noatime"}
+        if self.config.fs.allow_other:
+            fuse_options.add("allow_other")
+        try:
+            pyfuse3.init(fs, str(self.options.mountpoint), fuse_options)
+        except RuntimeError as exc:
+            raise MountError(f"cannot mount {self.options.mountpoint}: {exc}") from None
 
-    def _metrics_endpoint(self) -> AbstractContextManager[MetricsEndpoint | None]:
+    def _metrics_endpoint(
+        self, migrator: Migrator, resident: ResidentData, backend: ObjectStore
+    ) -> AbstractContextManager[MetricsEndpoint | None]:
         settings = self.config.metrics
         if not settings.port:
             return nullcontext()
-        fs, backend = self.fs, self.backend
-        assert fs is not None and backend is not None
         return MetricsEndpoint(
-            settings.address, settings.port, lambda: daemon_statistics(fs, backend)
+            settings.address,
+            settings.port,
+            lambda: daemon_statistics(migrator, resident, backend),
         )
-
-    async def _serve_fs(
-        self, on_ready: Callable[[], None], metrics: MetricsEndpoint | None
-    ) -> None:
-        assert self.fs is not None
-        fs, backend = self.fs, self.backend
-        assert backend is not None
-        control = ControlServer(self.options.state_dir / "control.sock")
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self.notifier.ping_watchdog)
-            self._cancel = nursery.cancel_scope
-            limiter = trio.CapacityLimiter(backend.options.max_pool_connections)
-            fs.removals.spawn = nursery.start_soon
-            fs.stager = Stager(
-                fs.catalog, fs.cache, backend, limiter, nursery, fs.on_staged,
-                io_limiter=fs.io_limiter, removals=fs.removals,
-                max_stages=self.config.hsm.max_stages,
-            )  # fmt: skip
-            if metrics is not None:
-                fs.stager.on_stage_time = metrics.observe_stage
-            fs.migrator = Migrator(
-                fs.catalog, fs.cache, backend, self.config, limiter,
-                fs.is_open, lambda ino: fs.data_versions.get(ino, 0), fs.removals,
-                fs.last_open, fs.written_checksums,
-            )  # fmt: skip
-            fs.delete_object = lambda key: nursery.start_soon(self._delete_object, key, limiter)
-            fs.members.backend = backend
-            fs.part_size = backend.options.multipart_chunksize
-            fs.spawn = nursery.start_soon
-            self.actions = Actions(fs, backend, self.options, lambda: self.config)
-            self.actions.register(control)
-            nursery.start_soon(fs.migrator.run, nursery)
-            nursery.start_soon(self._periodic_snapshot, limiter)
-            nursery.start_soon(self._fuse_main, nursery.cancel_scope)
-            nursery.start_soon(self._signals)
-            nursery.start_soon(self._periodic_sync)
-            await nursery.start(control.serve)
-            # Ready only once the mount answers a request through the kernel.
-            st = await trio.to_thread.run_sync(os.stat, self.options.mountpoint)
-            set_read_ahead(st.st_dev, self.config.fs.read_ahead_kb)
-            log.info("mounted %s (state %s, cache %s)", *self._paths())
-            on_ready()
-            self.notifier.ready(f"mounted {self.options.mountpoint}")
 
     def _paths(self) -> tuple[Path, Path, Path]:
         o = self.options
         return o.mountpoint, o.state_dir, o.cache_dir
+
+    async def _abort_stale_uploads(
+        self, backend: ObjectStore, limiter: trio.CapacityLimiter
+    ) -> None:
+        """Uploads a killed daemon left unfinished (S3 multipart uploads cost storage and
+        are never listed as objects): none of them can still be running now."""
+        mounted_at = time.time()
+        try:
+            aborted = await trio.to_thread.run_sync(
+                backend.abort_stale_uploads, mounted_at, limiter=limiter
+            )
+        except Exception as exc:
+            log.warning("could not look for unfinished uploads in %s: %s; `hsmfs fsck "
+                        "--backend URL` removes them later", backend.describe(), exc)  # fmt: skip
+            return
+        if aborted:
+            log.info("aborted %d unfinished upload(s) left in %s by an earlier daemon",
+                     aborted, backend.describe())  # fmt: skip
 
     async def _fuse_main(self, scope: trio.CancelScope) -> None:
         await pyfuse3.main(max_tasks=self.config.fs.max_tasks)
@@ -301,27 +337,11 @@ class Daemon:
             log.error("configuration not reloaded: %s", exc)
             return
         self.config = new
-        if self.fs is not None:
-            self.fs.config = new
-            if self.fs.migrator is not None:
-                self.fs.migrator.reconfigure(new)
+        if self.migrator is not None:
+            self.migrator.reconfigure(new)
         log.info("configuration reloaded from %s", self.options.config_file)
 
-    async def _periodic_sync(self) -> None:
-        assert self.fs is not None
+    async def _periodic_sync(self, fs: HsmFs) -> None:
         while True:
             await trio.sleep(self.config.fs.sync_interval)
-            await self.fs.sync()
-
-    async def _periodic_snapshot(self, limiter: trio.CapacityLimiter) -> None:
-        assert self.fs is not None
-        while True:
-            await trio.sleep(self.config.hsm.snapshot_interval)
-            await trio.to_thread.run_sync(self._snapshot, self.fs.catalog, limiter=limiter)
-
-    async def _delete_object(self, key: str, limiter: trio.CapacityLimiter) -> None:
-        assert self.backend is not None
-        try:
-            await trio.to_thread.run_sync(self.backend.delete, key, limiter=limiter)
-        except Exception as exc:
-            log.error("could not delete object %s of a deleted file: %s", key, exc)
+            await fs.sync()

@@ -21,20 +21,18 @@ log = logging.getLogger(__name__)
 
 
 class CacheRemovals:
-    def __init__(self, cache: CacheDir, io_limiter: trio.CapacityLimiter) -> None:
+    def __init__(
+        self, cache: CacheDir, io_limiter: trio.CapacityLimiter, spawn: Callable[..., None]
+    ) -> None:
         self.cache = cache
         self.io_limiter = io_limiter
-        # Starts a background task; set by the mount. Without it, removals happen at once.
-        self.spawn: Callable[..., None] | None = None
+        self.spawn = spawn  # starts a background task (the mount's nursery)
         self.pending: dict[int, trio.Event] = {}  # ino -> set once its last removal is done
         self.errors = 0
 
     def start(self, ino: int) -> None:
         """Remove the cache file of ``ino`` in the background (not async, so a caller's
         catalog change and the start of its removal happen in one step)."""
-        if self.spawn is None:
-            self.cache.remove(ino)
-            return
         previous = self.pending.get(ino)
         done = self.pending[ino] = trio.Event()
         self.spawn(self._remove, ino, previous, done)

@@ -1,35 +1,38 @@
-"""Catalog snapshots in the object store, and rebuilding a mount from the bucket alone.
+"""Catalog snapshots in the object store: taken soon after every change, and at unmount.
 
 A snapshot is a compacted copy of the LMDB catalog, uploaded (verified like any object)
-as ``SNAPSHOT_KEY``; it is taken every ``snapshot_interval`` and at every clean unmount.
-``recover`` restores the newest snapshot and reconciles it with a listing of the bucket:
-files whose object exists come back ``released`` at the same path with the same
-attributes; files archived after the snapshot, and files whose object was replaced after
-it, take their attributes from their object metadata; files that never reached the store
-are marked ``lost``.
+as ``SNAPSHOT_KEY``, hsmfs's own name in the store: the mount root refuses the name
+``.hsmfs``, so no file's object can take or overwrite it. ``hsmfs recover`` (recover.py)
+rebuilds a mount from it and from the objects.
+
+While mounted (``Snapshots``), a snapshot follows ``snapshot_interval`` seconds after the
+first catalog change (of anything: data, names, modes, deletions) that the last snapshot
+lacks, but never sooner after the last one than ten times what that one took, so a large
+catalog is not copied back to back. An idle mount takes none. After each snapshot, the
+objects that no longer belong to any file (deferred deletions, see catalog.py) are
+deleted: a snapshot never names an object that is gone.
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
-import stat
 import tempfile
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
-from rich.progress import Progress
+import trio
 
-from .backends import NoSuchObject, ObjectInfo, ObjectStore
-from .cache import CacheDir
-from .catalog import ROOT_INO, Catalog, HsmState, Inode, Txn
-from .errors import CatalogError
-from .lock import StateLock
-from .members import is_tar_name, store_index
-from .tarindex import index_tar
+from .backends import ObjectInfo, ObjectStore
+from .catalog import Catalog
+from .config import HsmSettings
 
 log = logging.getLogger(__name__)
 
 SNAPSHOT_KEY = ".hsmfs/catalog.mdb"
+POLL = 0.5  # seconds between looks at the catalog's transaction counter
+SPACING = 10  # the next snapshot waits at least this many times the last one's duration
 
 
 def take_snapshot(catalog: Catalog, backend: ObjectStore, workdir: Path) -> ObjectInfo:
@@ -41,161 +44,103 @@ def take_snapshot(catalog: Catalog, backend: ObjectStore, workdir: Path) -> Obje
     return info
 
 
-def recover(backend: ObjectStore, state_dir: Path, cache_dir: Path) -> dict[str, int]:
-    """Rebuild the state and cache directories from the object store alone."""
-    catalog_dir = state_dir / "catalog"
-    if (catalog_dir / "data.mdb").exists():
-        raise CatalogError(
-            f"{state_dir} already holds a catalog; recover only into an empty state "
-            "directory (move the old one aside first)"
+def last_txnid(catalog: Catalog) -> int:
+    """The id of the catalog's last committed write transaction: a change counter."""
+    return int(catalog.env.info()["last_txnid"])
+
+
+class Snapshots:
+    """Snapshots of a mounted catalog and the deletions they allow."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        backend: ObjectStore,
+        workdir: Path,
+        settings: Callable[[], HsmSettings],
+        limiter: trio.CapacityLimiter,
+        delete_deferred: Callable[[list[str]], Awaitable[list[str]]],
+        *,
+        current: bool,
+    ) -> None:
+        self.catalog = catalog
+        self.backend = backend
+        self.workdir = workdir
+        self.settings = settings
+        self.limiter = limiter
+        self.delete_deferred = delete_deferred  # the migrator's; returns the keys deleted
+        # The catalog as the last snapshot saw it (None: no snapshot of this state known).
+        self.snapshot_txnid: int | None = last_txnid(catalog) if current else None
+        self.change_seen: float | None = None  # trio time the first unsaved change was seen
+        self.last_at: float | None = None  # epoch seconds of the last snapshot stored
+        self.last_duration = 0.0
+        self.last_size = 0
+        self.errors = 0
+        self.last_error: str | None = None
+        self.count = 0
+        self._last_taken = float("-inf")  # trio time the last snapshot started
+
+    def changed(self) -> bool:
+        return last_txnid(self.catalog) != self.snapshot_txnid
+
+    def due(self) -> float | None:
+        """When the next snapshot is due (trio time), or None while nothing changed."""
+        if not self.changed():
+            self.change_seen = None
+            return None
+        now = trio.current_time()
+        if self.change_seen is None:
+            self.change_seen = now
+        return max(
+            self.change_seen + self.settings().snapshot_interval,
+            self._last_taken + SPACING * self.last_duration,
         )
-    with StateLock(state_dir, "hsmfs recover"):
-        catalog_dir.mkdir(parents=True, exist_ok=True)
+
+    async def run(self) -> None:
+        while True:
+            await trio.sleep(POLL)
+            due = self.due()
+            if due is not None and trio.current_time() >= due:
+                await self.take()
+
+    async def take(self) -> bool:
+        """Store a snapshot now, then delete what it no longer names; False if it failed."""
+        with self.catalog.read() as txn:
+            deferred = txn.deferred_deletes()
+        txnid = last_txnid(self.catalog)
+        self._last_taken = started = trio.current_time()
         try:
-            backend.download(SNAPSHOT_KEY, catalog_dir / "data.mdb")
-            from_snapshot = True
-        except NoSuchObject:
-            (catalog_dir / "data.mdb").unlink(missing_ok=True)
-            from_snapshot = False
-            log.warning("no catalog snapshot in %s: rebuilding from metadata", backend.describe())
-        objects = {i.key: i for i in backend.list("") if not i.key.startswith(".hsmfs/")}
-        shutil.rmtree(cache_dir / "data", ignore_errors=True)
-        CacheDir(cache_dir)
-        catalog = Catalog(catalog_dir)
-        counts = {"released": 0, "lost": 0, "rebuilt": 0, "from_snapshot": int(from_snapshot)}
-        try:
-            with catalog.write() as txn:
-                referenced = _reconcile(txn, backend, objects, counts, state_dir)
-                with Progress(transient=True) as progress:
-                    task = progress.add_task("rebuilding from object metadata", total=len(objects))
-                    for key, info in objects.items():
-                        progress.advance(task)
-                        if key not in referenced:
-                            _rebuild(txn, backend, key, info, state_dir)
-                            counts["rebuilt"] += 1
-                txn.set_meta(b"clean", b"1")
-            catalog.sync()
-        finally:
-            catalog.close()
-    return counts
+            info = await trio.to_thread.run_sync(
+                take_snapshot, self.catalog, self.backend, self.workdir, limiter=self.limiter
+            )
+        except Exception as exc:
+            self.errors += 1
+            self.last_error = str(exc)
+            self.change_seen = trio.current_time()  # try again one interval from now
+            log.error("catalog snapshot to %s failed: %s; tried again in %.0f s",
+                      self.backend.describe(), exc, self.settings().snapshot_interval)  # fmt: skip
+            return False
+        self.last_duration = trio.current_time() - started
+        self.last_at, self.last_size = time.time(), info.size
+        self.snapshot_txnid, self.change_seen = txnid, None
+        self.count += 1
+        if deferred:
+            before = last_txnid(self.catalog)
+            deleted = await self.delete_deferred(deferred)
+            # Forgetting the deleted keys is one commit; if nothing else committed since
+            # the snapshot, the snapshot is as good as current (no snapshot for that).
+            if deleted and before == txnid and last_txnid(self.catalog) == txnid + 1:
+                self.snapshot_txnid = txnid + 1
+            log.info("deleted %d object(s) that no stored snapshot names any more", len(deleted))
+        return True
 
-
-def _reconcile(
-    txn: Txn,
-    backend: ObjectStore,
-    objects: dict[str, ObjectInfo],
-    counts: dict[str, int],
-    workdir: Path,
-) -> set[str]:
-    """Every file of the snapshot becomes released (object present) or lost (absent).
-
-    An object that differs from the snapshot's record was uploaded after the snapshot: it
-    holds the newest data, so the file takes its attributes from it (the record's block
-    checksums would fail its stage)."""
-    for name in (b"open_writes", b"orphans", b"staging"):
-        for ino in txn.members(name):
-            txn.remove_from(name, ino)
-    for ino, _ in txn.queue():
-        txn.dequeue(ino)
-    referenced: set[str] = set()
-    for inode in list(txn.inodes()):
-        if not inode.is_reg:
-            continue
-        record = txn.hsm_record(inode.ino)
-        key = record.get("key")
-        info = objects.get(key) if key else None
-        head = None
-        if key and info is not None:
-            replaced = info.size != inode.size or _object_md5(backend, info) != record.get("md5")
-            head = backend.head(key) if replaced else None
-        if head is not None:
-            assert key is not None and info is not None
-            _apply_object(txn, backend, inode, key, info, head, workdir)
-            referenced.add(key)
-            counts["released"] += 1
-            continue
-        if key and info is not None and inode.hsm_state != HsmState.DIRTY:
-            inode.hsm_state = HsmState.RELEASED
-            referenced.add(key)
-            counts["released"] += 1
-        else:
-            inode.hsm_state = HsmState.LOST
-            counts["lost"] += 1
-            log.error("%s: no copy in the object store; marked lost", txn.path_of(inode.ino))
-        txn.put_inode(inode)
-    return referenced
-
-
-def _object_md5(backend: ObjectStore, info: ObjectInfo) -> str | None:
-    """The MD5 of a listed object: from the listing when it tells (file://, or the ETag of
-    a single-part S3 upload), else from a HEAD."""
-    if info.md5:
-        return info.md5
-    if info.etag and "-" not in info.etag:
-        return info.etag
-    head = backend.head(info.key)
-    return head.md5 if head is not None else None
-
-
-def _rebuild(txn: Txn, backend: ObjectStore, key: str, info: ObjectInfo, workdir: Path) -> None:
-    """Create the file an object was migrated from, at its key's path."""
-    head = backend.head(key)
-    parent = ROOT_INO
-    *dirs, name = key.split("/")
-    for part in dirs:
-        child = txn.lookup(parent, part.encode())
-        if child is None:
-            node = txn.new_inode(stat.S_IFDIR | 0o755, 0, 0, parent=parent)
-            txn.add_entry(parent, part.encode(), node.ino)
-            up = txn.get_inode(parent)
-            assert up is not None
-            up.nlink += 1
-            txn.put_inode(up)
-            child = node.ino
-        parent = child
-    if txn.lookup(parent, name.encode()) is not None:
-        log.warning("%s exists in the snapshot under another object; kept that one", key)
-        return
-    inode = txn.new_inode(stat.S_IFREG | 0o644, 0, 0)
-    txn.add_entry(parent, name.encode(), inode.ino)
-    _apply_object(txn, backend, inode, key, info, head, workdir)
-
-
-def _apply_object(
-    txn: Txn,
-    backend: ObjectStore,
-    inode: Inode,
-    key: str,
-    info: ObjectInfo,
-    head: ObjectInfo | None,
-    workdir: Path,
-) -> None:
-    """Make ``inode`` the released file of its object: attributes from the object's
-    metadata, a record without block checksums, the member index of a tar."""
-    meta = dict(head.metadata if head is not None else info.metadata)
-    mode = int(meta.get("hsmfs-mode", "0o100644"), 8)
-    inode.mode = mode if stat.S_ISREG(mode) else stat.S_IFREG | 0o644
-    inode.uid = int(meta.get("hsmfs-uid", "0"))
-    inode.gid = int(meta.get("hsmfs-gid", "0"))
-    inode.size = info.size
-    inode.mtime_ns = inode.ctime_ns = int(meta.get("hsmfs-mtime-ns", int(info.mtime * 1e9)))
-    inode.hsm_state = HsmState.RELEASED
-    txn.put_inode(inode)
-    md5 = head.md5 if head is not None else info.md5
-    txn.set_hsm_record(
-        inode.ino, {"key": key, "md5": md5, "size": info.size, "archived_at": info.mtime}
-    )
-    if is_tar_name(key.rsplit("/", 1)[-1]):
-        _index_from_store(txn, backend, key, inode.ino, workdir)
-
-
-def _index_from_store(txn: Txn, backend: ObjectStore, key: str, tar: int, workdir: Path) -> None:
-    """A tar rebuilt from the bucket gets its member index back (one download, discarded)."""
-    with tempfile.TemporaryDirectory(dir=workdir, prefix="recover-") as tmp:
-        local = Path(tmp) / "tar"
-        backend.download(key, local)
-        with open(local, "rb") as f:
-            index = index_tar(f)
-    store_index(txn, tar, index)
-    if index.invalid:
-        log.error("recovered tar %s is invalid: %s", key, index.invalid)
+    def statistics(self) -> dict[str, Any]:
+        return {
+            "snapshots_taken": self.count,
+            "last_snapshot_at": self.last_at,
+            "last_snapshot_bytes": self.last_size,
+            "last_snapshot_seconds": round(self.last_duration, 3),
+            "snapshot_pending": self.changed(),
+            "snapshot_errors": self.errors,
+            "last_snapshot_error": self.last_error,
+        }

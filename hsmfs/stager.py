@@ -1,24 +1,29 @@
 """Stage-on-read: bring a released file back from the object store, serving reads early.
 
 One ``Stage`` per inode however many readers: it downloads the object into
-``<cache file>.part`` in a worker thread, checks every block against the CRC32 recorded
-at migration before any reader sees it, and answers each read as soon as the verified
-prefix covers it. The whole object is then checked against its MD5 and the part file
-renamed into place (open file descriptors stay valid across the rename). A checksum
-mismatch marks the file ``lost``; every waiting read fails with EIO, never wrong bytes.
+``<cache file>.part`` in a worker thread. The download hands every byte, in order, to
+the stage as it hashes it for the MD5, and the stage checks each block against the CRC32
+recorded at migration from those same bytes (``checksums.BlockVerifier``): nothing is
+read back. A read is answered as soon as the verified prefix covers it. The whole object
+is then checked against its MD5 and the part file renamed into place (open descriptors
+stay valid across the rename). A checksum mismatch marks the file ``lost``; every
+waiting read fails with EIO, never wrong bytes.
+
+Every reader of a stage shares its deadline: ``stage_timeout`` seconds after the stage's
+last progress. When it passes, the stage fails for all its readers at once (EIO), rather
+than each reader waiting out a timeout of its own after the one before.
+
 Every file operation on the part file runs in a worker thread (io limiter): a slow cache
-disk stalls the stage, never the trio thread.
+disk stalls the stage, never the trio thread. Only ``resident.py`` uses this module.
 """
 
 from __future__ import annotations
 
 import errno
-import hashlib
 import logging
 import os
 import threading
 import time
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,104 +35,26 @@ import trio
 from .backends import ChecksumMismatch, NoSuchObject, ObjectInfo, ObjectStore
 from .cache import CacheDir
 from .catalog import Catalog, HsmState
+from .checksums import BlockVerifier
+from .copies import RECHECK
 from .removals import CacheRemovals
 
 log = logging.getLogger(__name__)
 
-BLOCK_SIZE = 1 << 20  # CRC32 granularity: one verified block is the unit served early
+
+class StageAbandoned(Exception):
+    """The stage failed (its readers' deadline passed) while its download still ran."""
 
 
-def file_checksums(path: Path) -> tuple[list[int], str]:
-    """CRC32 of every BLOCK_SIZE block of a file and its MD5, in one pass (at migration)."""
-    crcs = []
-    md5 = hashlib.md5()
-    with open(path, "rb", buffering=0) as f:
-        while block := f.read(BLOCK_SIZE):
-            crcs.append(zlib.crc32(block))
-            md5.update(block)
-    return crcs, md5.hexdigest()
-
-
-# (data version, block CRCs, MD5, (part size, part MD5 digests) or None)
-WrittenChecksums = tuple[int, list[int], str, tuple[int, list[bytes]] | None]
-
-
-class RunningChecksums:
-    """The block CRCs and MD5 of a file written front to back, kept while it is written,
-    so that migration need not read the file once more before uploading it.
-
-    ``write`` runs in worker threads; a write that does not continue exactly where the
-    last one ended (random access, or two writes finishing out of order) makes the sums
-    ``invalid`` and migration falls back to ``file_checksums``.
-    """
-
-    def __init__(self, part_size: int = 0) -> None:
-        self.md5 = hashlib.md5()
-        self.part_size = part_size  # the object store's multipart part size (0: none)
-        self.part = hashlib.md5()
-        self.parts: list[bytes] = []  # MD5 digests of the complete parts
-        self.crcs: list[int] = []
-        self.crc = 0
-        self.in_block = 0
-        self.length = 0
-        self.next_offset = 0  # where the next write must start, as dispatched
-        self.invalid = False
-        self._lock = threading.Lock()
-
-    def write(self, fd: int, data: bytes, offset: int) -> int:
-        written = os.pwrite(fd, data, offset)
-        with self._lock:
-            if self.invalid or offset != self.length or written != len(data):
-                self.invalid = True
-                return written
-            self.md5.update(data)
-            self._hash_parts(memoryview(data))
-            view = memoryview(data)
-            while view:
-                take = min(BLOCK_SIZE - self.in_block, len(view))
-                self.crc = zlib.crc32(view[:take], self.crc)
-                self.in_block += take
-                view = view[take:]
-                if self.in_block == BLOCK_SIZE:
-                    self.crcs.append(self.crc)
-                    self.crc, self.in_block = 0, 0
-            self.length += written
-        return written
-
-    def _hash_parts(self, view: memoryview) -> None:
-        if not self.part_size:
-            return
-        position = self.length
-        while view:
-            take = min(self.part_size - position % self.part_size, len(view))
-            self.part.update(view[:take])
-            position += take
-            view = view[take:]
-            if position % self.part_size == 0:
-                self.parts.append(self.part.digest())
-                self.part = hashlib.md5()
-
-    def result(self) -> tuple[list[int], str]:
-        return self.crcs + ([self.crc] if self.in_block else []), self.md5.hexdigest()
-
-    def part_digests(self) -> tuple[int, list[bytes]] | None:
-        """(part size, MD5 digest of every part) for the object store's ETag check."""
-        if not self.part_size:
-            return None
-        tail = [self.part.digest()] if self.length % self.part_size else []
-        return self.part_size, self.parts + tail
-
-
-@dataclass
+@dataclass(eq=False)
 class Stage:
     ino: int
     key: str
     size: int
     part: Path
-    crcs: list[int]
+    verifier: BlockVerifier
+    timeout: float  # seconds without progress after which every reader fails
     started: float = field(default_factory=time.monotonic)
-    received: int = 0  # contiguous bytes in the part file
-    verified: int = 0  # contiguous bytes checked against their block CRC
     done: bool = False
     error: str | None = None
     known: ObjectInfo | None = None  # from the migration: lets the store skip a HEAD
@@ -135,62 +62,74 @@ class Stage:
     # Set once done or failed and its part file renamed or removed: a reader that finds
     # no part file learns here which it was, a new stage of the file may make its own.
     ended: trio.Event = field(default_factory=trio.Event)
+    deadline: float = 0.0  # trio time: the shared deadline, moved on by progress
     _changed: trio.Event = field(default_factory=trio.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def __post_init__(self) -> None:
+        self.deadline = trio.current_time() + self.timeout
+
+    @property
+    def received(self) -> int:
+        """Contiguous bytes downloaded (and hashed) so far."""
+        return self.verifier.received
+
+    @property
+    def verified(self) -> int:
+        """Contiguous bytes checked against their block CRC: these may be served."""
+        return self.verifier.verified
+
     def notify(self) -> None:
-        """Wake every waiting reader (called on the trio thread)."""
+        """Progress, or the end: wake every waiting reader (called on the trio thread)."""
+        self.deadline = trio.current_time() + self.timeout
         self._changed.set()
         self._changed = trio.Event()
 
-    async def wait_for(self, end: int, timeout: float) -> None:
+    def fail(self, reason: str) -> None:
+        """Fail every reader now (the download thread learns of it at its next bytes)."""
+        if self.error is None and not self.done:
+            self.error = reason
+            self._changed.set()
+            self._changed = trio.Event()
+
+    async def _wait(self, ready: Callable[[], bool]) -> None:
+        """Wait until ``ready()``, or raise EIO once the stage failed or its deadline
+        passed (which then fails it for every reader)."""
+        while not ready() and self.error is None:
+            with trio.move_on_at(self.deadline):
+                await self._changed.wait()
+            if not ready() and self.error is None and trio.current_time() >= self.deadline:
+                log.error("staging %s: no data from the object store for %.0f s; the reads "
+                          "waiting for it fail with EIO", self.key, self.timeout)  # fmt: skip
+                self.fail(f"no data from the object store for {self.timeout:.0f} s")
+        if not ready():
+            raise pyfuse3.FUSEError(errno.EIO)
+
+    async def wait_for(self, end: int) -> None:
         """Return once bytes [0, end) are verified; FUSEError(EIO) on failure or timeout.
 
         A wait that reaches the end of the file (every writer's) lasts until the stage is
         done: until the download returns, its thread still truncates the part file to the
         object's size, which would cut off bytes a writer appended."""
         end = min(end, self.size)
-        whole = end >= self.size
-        with trio.move_on_after(timeout):
-            while (whole or self.verified < end) and self.error is None and not self.done:
-                await self._changed.wait()
-        if self.error is not None:
-            raise pyfuse3.FUSEError(errno.EIO)
-        if not self.done and (whole or self.verified < end):
-            log.error("staging %s: no data for %.0f s; read failed with EIO", self.key, timeout)
-            raise pyfuse3.FUSEError(errno.EIO)
+        if end >= self.size:
+            await self._wait(lambda: self.done)
+        else:
+            await self._wait(lambda: self.done or self.verified >= end)
 
     async def wait_part(self) -> None:
         """Return once the part file exists (it is created in a worker thread after the
-        stage started), or the stage failed: only then may a reader open ``part``."""
-        await self.part_ready.wait()
+        stage started): only then may a reader open ``part``; EIO if the stage failed."""
+        await self._wait(self.part_ready.is_set)
 
     async def wait_ended(self) -> None:
         """Return once the stage is ``done`` (the part file is the cache file now) or has
         failed (it is gone), and the catalog says so."""
         await self.ended.wait()
 
-    def check_blocks(self, fd: int) -> None:
-        """Verify the blocks that arrived completely (worker thread).
-
-        Without block checksums (a file rebuilt from the bucket alone) nothing is served
-        before the whole object has passed its MD5 check."""
-        while self.crcs and self.verified < self.received:
-            index = self.verified // BLOCK_SIZE
-            block_end = min(self.size, (index + 1) * BLOCK_SIZE)
-            if self.received < block_end:
-                return
-            data = os.pread(fd, block_end - self.verified, self.verified)
-            if index >= len(self.crcs) or zlib.crc32(data) != self.crcs[index]:
-                raise ChecksumMismatch(
-                    f"{self.key}: block {index} (bytes {self.verified}-{block_end}) does not "
-                    "match the checksum recorded at migration"
-                )
-            self.verified = block_end
-
 
 class Stager:
-    """Starts, tracks and finishes stages; ``fs`` reads wait on them."""
+    """Starts, tracks and finishes stages; the resident-data layer waits on them."""
 
     def __init__(
         self,
@@ -199,9 +138,10 @@ class Stager:
         backend: ObjectStore,
         limiter: trio.CapacityLimiter,
         nursery: trio.Nursery,
-        on_staged: Callable[[int], None],
         io_limiter: trio.CapacityLimiter,
         removals: CacheRemovals,
+        *,
+        timeout: Callable[[], float],
         max_stages: int = 4,
     ) -> None:
         self.catalog = catalog
@@ -211,13 +151,19 @@ class Stager:
         self.io_limiter = io_limiter  # part files: create, rename, remove (the cache disk)
         self.removals = removals  # of released cache files, which a stage must not overtake
         self.nursery = nursery
-        self.on_staged = on_staged
+        self.timeout = timeout  # the configuration's stage_timeout (reloadable)
+        self.on_staged: Callable[[int], None] = lambda ino: None
         self.on_stage_time: Callable[[float], None] = lambda seconds: None  # metrics
         self.stages: dict[int, Stage] = {}
         self.slots = trio.Semaphore(max_stages)  # whole-file downloads at once
         self.completed = 0
         self.failed = 0
         self.last_error: str | None = None
+
+    def running(self, ino: int) -> Stage | None:
+        """The stage of ``ino`` that is still going (not failed, not done), if any."""
+        stage = self.stages.get(ino)
+        return stage if stage is not None and stage.error is None else None
 
     def start(self, ino: int) -> Stage:
         """The running stage of ``ino``, or a new one (the file must be released).
@@ -233,7 +179,8 @@ class Stager:
             assert inode is not None
             txn.add_to(b"staging", ino)
         part = self.cache.path(ino).with_suffix(".part")
-        stage = Stage(ino, record["key"], inode.size, part, list(record.get("crcs", [])))
+        verifier = BlockVerifier(record["key"], inode.size, list(record.get("crcs", [])))
+        stage = Stage(ino, record["key"], inode.size, part, verifier, self.timeout())
         if record.get("etag"):
             stage.known = ObjectInfo(record["key"], inode.size, record.get("md5"), 0.0,
                                      etag=record["etag"])  # fmt: skip
@@ -249,8 +196,11 @@ class Stager:
                 await previous.wait_ended()
             await trio.to_thread.run_sync(create_part, stage.part, limiter=self.io_limiter)
             stage.part_ready.set()
+            stage.notify()
             async with self.slots:
                 await trio.to_thread.run_sync(self._download, stage, token, limiter=self.limiter)
+            if stage.error is not None:  # its readers' deadline passed meanwhile
+                raise StageAbandoned(stage.error)
             # A release's removal of the old cache file must not remove the staged data.
             await self.removals.removed(stage.ino)
             cache_file = self.cache.path(stage.ino)
@@ -267,28 +217,24 @@ class Stager:
             stage.notify()
 
     def _download(self, stage: Stage, token: trio.lowlevel.TrioToken) -> None:
-        fd = os.open(stage.part, os.O_RDONLY | os.O_CLOEXEC)
-        try:
+        """The object into the part file, each block checked as it passes (worker thread)."""
 
-            def progress(increment: int) -> None:
-                with stage._lock:
-                    stage.received += increment
-                    stage.check_blocks(fd)
-                trio.from_thread.run_sync(stage.notify, trio_token=token)
-
-            # download() checks the MD5
-            self.backend.download(stage.key, stage.part, progress=progress, known=stage.known)
+        def on_data(data: memoryview) -> None:
             with stage._lock:
-                stage.received = max(stage.received, os.fstat(fd).st_size)
-                stage.check_blocks(fd)
-                if not stage.crcs and stage.received == stage.size:
-                    stage.verified = stage.size
+                if stage.error is not None:
+                    raise StageAbandoned(stage.error)  # nobody waits for these bytes
+                stage.verifier.update(data)
+            trio.from_thread.run_sync(stage.notify, trio_token=token)
+
+        # download() checks the MD5 of the bytes it passed to on_data
+        self.backend.download(stage.key, stage.part, known=stage.known, on_data=on_data)
+        with stage._lock:
+            if not stage.verifier.expected and stage.received == stage.size:
+                stage.verifier.whole_file_verified()
             if stage.verified != stage.size:
                 raise ChecksumMismatch(
                     f"{stage.key}: staged {stage.verified} bytes, the file has {stage.size}"
                 )
-        finally:
-            os.close(fd)
 
     def _finished(self, stage: Stage) -> None:
         """The part file is the cache file now: the file is resident again."""
@@ -311,18 +257,15 @@ class Stager:
     async def _failed(self, stage: Stage, exc: Exception) -> None:
         """Fail every reader at once, then discard the part file (a new stage of the file
         waits for that: ``ended``)."""
-        stage.error = str(exc)
+        stage.fail(str(exc))
         self.failed += 1
-        self.last_error = f"{stage.key}: {exc}"
+        self.last_error = f"{stage.key}: {stage.error}"
         lost = isinstance(exc, ChecksumMismatch | NoSuchObject)
         if lost:  # in the same step as the error: no new open tries the copy again
             with self.catalog.write() as txn:
-                inode = txn.get_inode(stage.ino)
-                if inode is not None:
-                    inode.hsm_state = HsmState.LOST
-                    txn.put_inode(inode)
-            log.error("file %s is lost: %s", stage.key, exc)
-        else:
+                txn.set_hsm_state(stage.ino, HsmState.LOST)
+            log.error("file %s is lost: %s; reads fail with EIO. %s", stage.key, exc, RECHECK)
+        elif not isinstance(exc, StageAbandoned):
             log.error(
                 "staging %s failed: %s; reads fail with EIO until it succeeds", stage.key, exc
             )

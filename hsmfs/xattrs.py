@@ -9,16 +9,14 @@ import errno
 import json
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import Any
 
 import pyfuse3
 
-from .catalog import ROOT_INO, HsmFlag, HsmState, Inode
+from .catalog import ROOT_INO, Catalog, HsmFlag, HsmState, Inode
 from .errnos import existing, fail
-from .migrator import ReleaseRefused
-
-if TYPE_CHECKING:
-    from .fs import HsmFs
+from .migrator import Migrator
+from .resident import ReleaseRefused, ResidentData
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +53,22 @@ def parse_flags(text: str) -> int:
 class HsmAttributes:
     """``user.hsm.*`` of the regular files of one mount."""
 
-    def __init__(self, fs: HsmFs) -> None:
-        self.fs = fs  # its migrator and stager are set once the HSM runs
+    def __init__(
+        self,
+        catalog: Catalog,
+        migrator: Migrator,
+        resident: ResidentData,
+        daemon_info: dict[str, Any],
+    ) -> None:
+        self.catalog = catalog
+        self.migrator = migrator
+        self.resident = resident
+        self.daemon_info = daemon_info  # what ``user.hsm.daemon`` of the root says
 
     def get(self, inode: Inode, name: bytes) -> bytes:
         """The virtual ``user.hsm.*`` attributes; computed, never stored."""
-        if name == b"user.hsm.daemon" and inode.ino == ROOT_INO and self.fs.daemon_info:
-            return json.dumps(self.fs.daemon_info).encode()
+        if name == b"user.hsm.daemon" and inode.ino == ROOT_INO and self.daemon_info:
+            return json.dumps(self.daemon_info).encode()
         if not inode.is_reg:
             raise fail(pyfuse3.ENOATTR)
         if name == b"user.hsm.state":
@@ -74,41 +81,50 @@ class HsmAttributes:
             b"user.hsm.archived_at": "archived_at",
         }
         if name in field:
-            with self.fs.catalog.read() as txn:
+            with self.catalog.read() as txn:
                 value = txn.hsm_record(inode.ino).get(field[name])
-            if value is not None and inode.hsm_state in (HsmState.ARCHIVED, HsmState.RELEASED):
+            # A lost file keeps its record: the key and MD5 are what an operator looks for.
+            copied = (HsmState.ARCHIVED, HsmState.RELEASED, HsmState.LOST)
+            if value is not None and inode.hsm_state in copied:
                 if name == b"user.hsm.archived_at":
                     value = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(value))
                 return str(value).encode()
         raise fail(pyfuse3.ENOATTR)
 
-    def set(self, inode: Inode, name: bytes, value: bytes) -> None:
-        """``user.hsm.action`` (archive, release, stage) and ``user.hsm.flags``."""
+    async def set(self, inode: Inode, name: bytes, value: bytes) -> None:
+        """``user.hsm.action`` (archive, release, stage, recheck) and ``user.hsm.flags``.
+
+        An action that cannot happen fails (EBUSY, EIO, EINVAL); a release answers once
+        the cache data is gone."""
         if not inode.is_reg or name not in (b"user.hsm.action", b"user.hsm.flags"):
             raise fail(errno.EPERM)  # the rest of user.hsm.* is the HSM's own
         text = value.decode(errors="replace").strip().lower()
         if name == b"user.hsm.flags":
             flags = parse_flags(text)
-            with self.fs.catalog.write() as txn:
+            with self.catalog.write() as txn:
                 node = existing(txn, inode.ino)
                 node.hsm_flags = flags
                 txn.put_inode(node)
             return
-        if self.fs.migrator is None or self.fs.stager is None:
-            raise fail(errno.ENOTSUP)
         if text == "archive":
             if inode.hsm_state == HsmState.DIRTY:
-                self.fs.migrator.schedule(inode.ino, delay=0)
+                self.migrator.schedule(inode.ino, delay=0)
         elif text == "release":
             try:
-                self.fs.migrator.release(inode.ino)
+                await self.migrator.release(inode.ino)
             except ReleaseRefused as exc:
                 log.info("release of inode %d refused: %s", inode.ino, exc)
                 raise fail(errno.EBUSY) from None
+            await self.resident.removed(inode.ino)
         elif text == "stage":
             if inode.hsm_state == HsmState.LOST:
                 raise fail(errno.EIO)  # no valid copy to stage from
             if inode.hsm_state == HsmState.RELEASED:
-                self.fs.stager.start(inode.ino)
+                self.resident.stage(inode.ino)
+        elif text == "recheck":
+            problem = await self.migrator.recheck(inode.ino)
+            if problem is not None:
+                log.info("recheck of inode %d: %s", inode.ino, problem)
+                raise fail(errno.EIO)
         else:
             raise fail(errno.EINVAL)

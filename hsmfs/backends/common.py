@@ -29,6 +29,8 @@ MiB = 1024 * 1024
 
 # Called with the number of bytes transferred since the previous call.
 ProgressCallback = Callable[[int], None]
+# Called with the downloaded bytes themselves, in order, from the pass that hashes them.
+DataCallback = Callable[[memoryview], None]
 
 # Object metadata key under which every backend stores the MD5 of the whole object.
 MD5_METADATA_KEY = "md5"
@@ -382,14 +384,19 @@ class ObjectStore(ABC):
         start: int = 0,
         progress: ProgressCallback | None = None,
         known: ObjectInfo | None = None,
+        on_data: DataCallback | None = None,
     ) -> ObjectInfo:
         """Fetch `key` into `local_path`, keeping its first `start` bytes (a resumed stage).
 
         `progress` receives increments of the contiguous prefix of `local_path` that is
         complete, so a reader may serve bytes below `start + sum(increments)` at once
-        (called from the calling thread). A `start` beyond the local file's length is
-        lowered to it; beyond the object's size, the download starts over. Failures
-        writing `local_path` (ENOSPC, say) surface as OSError, not as store errors.
+        (called from the calling thread). `on_data` receives the bytes of that prefix
+        themselves, from byte 0 on and in order, from the same pass that computes the MD5
+        (called before `progress` reports them), so a caller can check them (block CRCs)
+        without reading the file back; an exception it raises ends the download.
+        A `start` beyond the local file's length is lowered to it; beyond the object's
+        size, the download starts over. Failures writing `local_path` (ENOSPC, say)
+        surface as OSError, not as store errors.
         `known`: what the caller already knows of the object (size, md5, etag from the
         upload); an S3 store then skips its HEAD request, which shortens the time to the
         first byte, and If-Match on the etag still refuses a different object.
@@ -402,7 +409,16 @@ class ObjectStore(ABC):
         """Remove `key`; removing a missing key is not an error."""
 
     @abstractmethod
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+    def abort_stale_uploads(self, started_before: float, *, dry_run: bool = False) -> int:
+        """Remove what interrupted uploads left behind that began before `started_before`
+        (seconds since the epoch): S3's unfinished multipart uploads under the prefix,
+        which cost storage but are never listed as objects; file://'s temporary files.
+        Returns how many were removed (with `dry_run`: found, and left alone). Call it
+        only while no upload of this store's prefix can be running from before that time
+        (hsmfs: at mount, and from fsck)."""
+
+    @abstractmethod
+    def list_objects(self, prefix: str = "") -> Iterator[ObjectInfo]:
         """Objects whose key starts with `prefix`, in key order; md5 may be None (use head)."""
 
     @abstractmethod

@@ -24,6 +24,7 @@ from typing import BinaryIO
 from .common import (
     MD5_METADATA_KEY,
     AccessDenied,
+    DataCallback,
     NoSuchObject,
     ObjectInfo,
     ObjectReader,
@@ -119,13 +120,23 @@ class LocalStore(ObjectStore):
                 "backend URL"
             ) from None
 
-    def _remove_stale_temporaries(self) -> None:
-        now = time.time()
+    def _remove_stale_temporaries(
+        self, started_before: float | None = None, *, dry_run: bool = False
+    ) -> int:
+        cutoff = time.time() - STALE_TEMP_AGE if started_before is None else started_before
+        removed = 0
         with contextlib.suppress(FileNotFoundError):
             for entry in os.scandir(self.tmp_dir):
                 with contextlib.suppress(FileNotFoundError):
-                    if now - entry.stat().st_mtime > STALE_TEMP_AGE:
-                        os.unlink(entry.path)
+                    if entry.stat().st_mtime < cutoff:
+                        if not dry_run:
+                            os.unlink(entry.path)
+                        removed += 1
+        return removed
+
+    def abort_stale_uploads(self, started_before: float, *, dry_run: bool = False) -> int:
+        with self._errors(str(self.tmp_dir)):
+            return self._remove_stale_temporaries(started_before, dry_run=dry_run)
 
     def _store(
         self,
@@ -285,6 +296,7 @@ class LocalStore(ObjectStore):
         start: int = 0,
         progress: ProgressCallback | None = None,
         known: ObjectInfo | None = None,
+        on_data: DataCallback | None = None,
     ) -> ObjectInfo:
         # Errors of the object are the store's; errors of local_path (the caller's cache
         # file, ENOSPC say) stay OSError for the caller to handle.
@@ -301,6 +313,8 @@ class LocalStore(ObjectStore):
             remaining = start
             while remaining and (chunk := out.read(min(COPY_CHUNK, remaining))):
                 md5.update(chunk)
+                if on_data is not None:
+                    on_data(memoryview(chunk))
                 remaining -= len(chunk)
             start -= remaining  # the file was shorter than claimed: resume there
             out.truncate(start)  # append mode: every write goes to the end, i.e. here
@@ -315,8 +329,11 @@ class LocalStore(ObjectStore):
                 md5.update(chunk)
                 out.write(chunk)
                 received += len(chunk)
+                if on_data is not None or progress is not None:
+                    out.flush()  # what they are told of is in the file
+                if on_data is not None:
+                    on_data(memoryview(chunk))
                 if progress:
-                    out.flush()
                     progress(len(chunk))
         self.stats.count("downloads")
         self.stats.count("bytes_down", received)
@@ -334,7 +351,7 @@ class LocalStore(ObjectStore):
         return data
 
     @retry
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+    def list_objects(self, prefix: str = "") -> Iterator[ObjectInfo]:
         directory = prefix.rpartition("/")[0]
         base = self._path(directory) if directory else self.root  # no escaping the root
         infos: list[ObjectInfo] = []

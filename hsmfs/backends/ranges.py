@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from hashlib import _Hash as Hasher
 
-HASH_BLOCK = 8 * 1024 * 1024
+    from .common import DataCallback
+
+HASH_BLOCK = 1024 * 1024  # read back in pieces this size: a consumer sees the prefix early
 
 
 class RangeTracker:
@@ -70,12 +72,17 @@ class RangeTracker:
                 self._changed.wait()
 
 
-def hash_region(fd: int, offset: int, stop: int, md5: Hasher) -> None:
-    """Feed bytes [offset, stop) of `fd` to `md5` (from the page cache, just written)."""
+def hash_region(
+    fd: int, offset: int, stop: int, md5: Hasher, on_data: DataCallback | None = None
+) -> None:
+    """Feed bytes [offset, stop) of `fd` to `md5` and `on_data` (from the page cache, just
+    written): one read of the bytes serves both."""
     position = offset
     while position < stop:
         data = os.pread(fd, min(HASH_BLOCK, stop - position), position)
         if not data:
             break
         md5.update(data)
+        if on_data is not None:
+            on_data(memoryview(data))
         position += len(data)

@@ -40,6 +40,7 @@ from s3transfer.utils import ChunksizeAdjuster
 from .common import (
     MD5_METADATA_KEY,
     AccessDenied,
+    DataCallback,
     EmptyReader,
     NoSuchObject,
     ObjectChanged,
@@ -276,13 +277,48 @@ class S3Store(ObjectStore):
         self.stats.count("deletes")
 
     @retry
+    def _uploads_page(self, key_marker: str | None, id_marker: str | None) -> dict[str, Any]:
+        params: dict[str, Any] = {"Prefix": self.prefix}
+        if key_marker:
+            params["KeyMarker"] = key_marker
+            params["UploadIdMarker"] = id_marker or ""
+        return self._call(None, "list_multipart_uploads", **params)
+
+    @retry
+    def _abort_upload(self, full_key: str, upload_id: str) -> None:
+        try:
+            key = full_key[len(self.prefix) :]
+            self._call(key, "abort_multipart_upload", Key=full_key, UploadId=upload_id)
+        except ObjectStoreError as exc:
+            if "NoSuchUpload" not in str(exc):  # finished or aborted meanwhile
+                raise
+
+    def abort_stale_uploads(self, started_before: float, *, dry_run: bool = False) -> int:
+        aborted = 0
+        key_marker: str | None = None
+        id_marker: str | None = None
+        while True:
+            page = self._uploads_page(key_marker, id_marker)
+            for upload in page.get("Uploads", []):
+                if upload["Initiated"].timestamp() < started_before:
+                    if not dry_run:
+                        self._abort_upload(upload["Key"], upload["UploadId"])
+                    aborted += 1
+            if not page.get("IsTruncated"):
+                return aborted
+            key_marker = page.get("NextKeyMarker")
+            id_marker = page.get("NextUploadIdMarker")
+            if not key_marker:
+                return aborted
+
+    @retry
     def _list_page(self, prefix: str, token: str | None) -> dict[str, Any]:
         params: dict[str, Any] = {"Prefix": self.prefix + prefix, "MaxKeys": self.list_page_size}
         if token:
             params["ContinuationToken"] = token
         return self._call(prefix, "list_objects_v2", **params)
 
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+    def list_objects(self, prefix: str = "") -> Iterator[ObjectInfo]:
         token: str | None = None
         while True:
             page = self._list_page(prefix, token)
@@ -452,6 +488,7 @@ class S3Store(ObjectStore):
         start: int = 0,
         progress: ProgressCallback | None = None,
         known: ObjectInfo | None = None,
+        on_data: DataCallback | None = None,
     ) -> ObjectInfo:
         info = known if known is not None and known.etag else self.head(key)
         if info is None:
@@ -465,11 +502,11 @@ class S3Store(ObjectStore):
             tracker = RangeTracker(start, info.size, self.options.download_chunksize)
             running = self._start_ranges(key, info, fd, tracker)
             try:
-                hash_region(fd, 0, start, md5)  # while the first ranges arrive
+                hash_region(fd, 0, start, md5, on_data)  # while the first ranges arrive
                 hashed = start
                 while hashed < info.size:
                     available = tracker.wait_beyond(hashed)
-                    hash_region(fd, hashed, available, md5)
+                    hash_region(fd, hashed, available, md5, on_data)
                     if progress:
                         progress(available - hashed)
                     hashed = available

@@ -43,7 +43,7 @@ class GuardedTarInfo(tarfile.TarInfo):
                 )
             if self.type in _PAX_TYPES:
                 check_pax_records(tarfile.fileobj, self.size, self.offset)
-        return super()._proc_member(tarfile)
+        return super()._proc_member(tarfile)  # type: ignore[misc]  # tarfile's private hook
 
 
 def check_pax_records(fileobj: BinaryIO, size: int, offset: int) -> None:

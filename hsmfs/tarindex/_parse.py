@@ -149,7 +149,7 @@ class _Indexer:
                 raise _Stop(f"unreadable header at offset {tar.offset}: {error}") from None
             if info is None:
                 return tar.offset
-            tar.members.clear()  # tarfile keeps every TarInfo; we keep our own records
+            tar.members.clear()  # type: ignore[attr-defined]  # tarfile keeps every TarInfo; we keep our own records
             if info.offset <= previous_header or tar.offset < info.offset_data:
                 raise _Stop(f"header at offset {info.offset} has an impossible size field")
             first = previous_header < 0

@@ -195,11 +195,11 @@ def test_list_by_prefix_in_key_order(store: ObjectStore) -> None:
     keys = ["2011/8/3/a.tar", "2011/8/3/b.tar", "2011/8/30/c.tar", "2011/9/d.tar", "2011.txt"]
     for key in reversed(keys):
         store.put_bytes(key, key.encode())
-    assert [info.key for info in store.list()] == sorted(keys)
-    assert [info.key for info in store.list("2011/8/3")] == keys[:3]
-    assert [info.key for info in store.list("2011/8/3/")] == keys[:2]
-    assert [info.size for info in store.list("2011/9/")] == [len(keys[3])]
-    assert list(store.list("1999/")) == []
+    assert [info.key for info in store.list_objects()] == sorted(keys)
+    assert [info.key for info in store.list_objects("2011/8/3")] == keys[:3]
+    assert [info.key for info in store.list_objects("2011/8/3/")] == keys[:2]
+    assert [info.size for info in store.list_objects("2011/9/")] == [len(keys[3])]
+    assert list(store.list_objects("1999/")) == []
 
 
 @pytest.mark.parametrize("key", ["", "/abs", "a/../b", "a//b", "./a", "a/", "x\0y"])
@@ -247,7 +247,7 @@ def test_local_file_errors_are_not_store_errors(store: ObjectStore, tmp_path: Pa
 
 def test_list_prefix_cannot_escape_the_store(store: ObjectStore) -> None:
     if isinstance(store, S3Store):
-        assert list(store.list("../")) == []  # just a prefix no key has
+        assert list(store.list_objects("../")) == []  # just a prefix no key has
     else:
         with pytest.raises(ObjectStoreError, match="invalid object key"):
-            list(store.list("../"))
+            list(store.list_objects("../"))

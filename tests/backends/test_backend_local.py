@@ -71,7 +71,7 @@ def test_kill_during_upload_never_shows_a_half_object(local: LocalStore, tmp_pat
         child.send_signal(signal.SIGKILL)
         child.wait()
     assert local.get_bytes("obj") == old  # the old object, whole and verified
-    assert [info.key for info in local.list()] == ["obj"]
+    assert [info.key for info in local.list_objects()] == ["obj"]
     assert len(os.listdir(local.root / TMP_DIR)) == 1  # the leftover, never listed
 
 

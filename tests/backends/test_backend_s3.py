@@ -298,7 +298,7 @@ def test_list_pages_through_many_keys(s3_bucket: S3Bucket) -> None:
         for key in keys:
             store.put_bytes(key, b"x")
         s3_bucket.server.clear()
-        assert [info.key for info in store.list("2011/")] == sorted(keys)
+        assert [info.key for info in store.list_objects("2011/")] == sorted(keys)
     assert s3_bucket.server.count("GET") == 4  # 2 + 2 + 2 + 1
 
 

@@ -24,6 +24,8 @@ from tests.dicom.data import ct_study, dataset_bytes, sop_instance_uid
 from tests.dicom.test_store import storescu
 from tests.mounts import HsmMount, wait_for
 
+pytestmark = pytest.mark.fuse  # it starts mounts of its own
+
 
 def study_of(paths: list[Path]) -> str:
     return str(pydicom.dcmread(paths[0], stop_before_pixels=True).StudyInstanceUID)

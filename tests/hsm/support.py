@@ -16,8 +16,9 @@ from tests.mounts import HsmMount, wait_for
 
 MiB = 1024 * 1024
 
-# Fast policy for tests: migrate at once, run the policy loop often.
-FAST = "[hsm]\nmigrate_after = 0\nscan_interval = 0.2\n"
+# Fast policy for tests: migrate at once, run the policy loop often, snapshot the catalog
+# (and so delete the objects of deleted files) soon after a change.
+FAST = "[hsm]\nmigrate_after = 0\nscan_interval = 0.2\nsnapshot_interval = 1\n"
 
 
 @dataclass

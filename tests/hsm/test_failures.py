@@ -77,8 +77,10 @@ def test_damaged_object_makes_the_file_lost_and_reads_fail_with_eio(
     # The file is lost at once; its part file goes after, in a worker thread.
     wait_for(lambda: part_files(hsm) == [], what="the failed stage's part file to go")
 
+    # The key and MD5 of a lost file are what the operator looks for: they stay shown.
+    md5 = hashlib.md5(data).hexdigest()
     result = hsmctl("state", path)
-    assert result.stdout.strip() == f"{path}: lost"
+    assert result.stdout.strip() == f"{path}: lost key=rot.bin md5={md5}"
     result = hsmctl("release", path)
     assert result.returncode == 1
     assert f"{path}: not released: it is lost" in result.stdout
@@ -175,9 +177,7 @@ def test_write_during_upload_is_migrated_again(s3: Store, make_mount: MountFacto
     assert path.read_bytes() == second
 
 
-def test_stage_action_on_a_lost_file_fails_with_eio(
-    store: Store, make_mount: MountFactory
-) -> None:
+def test_stage_action_on_a_lost_file_fails_with_eio(store: Store, make_mount: MountFactory) -> None:
     hsm = make_mount(store, FAST)
     path, _ = archived_then_released(hsm, "lost.bin", 50_000)
     store.delete("lost.bin")

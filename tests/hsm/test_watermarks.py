@@ -3,6 +3,7 @@ the low mark, never a dirty, open, norelease file; a SIGHUP reloads the marks.""
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import signal
@@ -144,3 +145,43 @@ def test_release_after_age_releases_idle_files_only(
     wait_state(held, "released")
     assert hsm_state(pinned) == "archived"
     assert len(idle.read_bytes()) == FILE_SIZE
+
+
+def test_a_write_that_finds_the_cache_full_releases_at_once(
+    tmp_path: Path, tmpfs_mount: Callable[[Store, str], HsmMount]
+) -> None:
+    """ENOSPC on a write starts the release sweep now: with an hour between policy runs,
+    nothing else would free the archived files before the writer gives up."""
+    config = policy('"90%"', '"50%"').replace("scan_interval = 0.2", "scan_interval = 3600")
+    hsm = tmpfs_mount(file_store(tmp_path), config)
+    archived = [hsm.mnt / f"old{i}" for i in range(8)]
+    for path in archived:
+        write(path)
+    for path in archived:
+        wait_state(path, "archived")  # 24 MiB that may go, below the high mark
+
+    big = hsm.mnt / "big"
+    data = os.urandom(CACHE_SIZE - 16 * MiB)  # with the archived files: past the cache size
+    fd = os.open(big, os.O_WRONLY | os.O_CREAT, 0o644)
+    full = 0
+    try:
+        os.setxattr(big, "user.hsm.flags", b"noarchive")  # dirty: only the old files can go
+        offset = 0
+
+        def write_some() -> bool:
+            nonlocal offset, full
+            try:
+                offset += os.pwrite(fd, data[offset : offset + MiB], offset)
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC:
+                    raise
+                full += 1
+            return offset == len(data)
+
+        wait_for(write_some, what="the write to get its space back", timeout=120, interval=0.05)
+    finally:
+        os.close(fd)
+    assert full > 0, "the cache never filled up: the test proves nothing"
+    assert big.read_bytes() == data
+    assert any(hsm_state(path) == "released" for path in archived)
+    assert hsm_state(big) == "dirty"

@@ -6,7 +6,7 @@ import os
 import random
 from pathlib import Path
 
-from hsmfs.stager import BLOCK_SIZE, RunningChecksums, file_checksums
+from hsmfs.checksums import BLOCK_SIZE, RunningChecksums, file_checksums
 
 
 def write_in_pieces(path: Path, data: bytes, sizes: list[int]) -> RunningChecksums:

@@ -16,6 +16,8 @@ from hsmfs.catalog import Catalog
 from hsmfs.lock import StateLock
 from tests.mounts import HsmMount
 
+pytestmark = pytest.mark.fuse  # it starts mounts of its own
+
 
 def hsmfs(*args: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -145,3 +147,22 @@ def test_bad_configuration_is_a_usage_error(tmp_path: Path) -> None:
     line = assert_one_line_error(result, 2)
     assert str(config) in line and "entry_timeout" in line
     assert not os.path.ismount(tmp_path / "mnt")
+
+
+@pytest.mark.parametrize("source", ["--backend", "[hsm] backend"])
+def test_an_empty_backend_is_refused_not_replaced_by_the_default(
+    tmp_path: Path, source: str
+) -> None:
+    (tmp_path / "mnt").mkdir()
+    args: list[str | Path] = ["mount", tmp_path / "mnt", "--cache", tmp_path / "c",
+                              "--state", tmp_path / "s"]  # fmt: skip
+    if source == "--backend":
+        args += ["--backend", ""]
+    else:
+        config = tmp_path / "hsmfs.toml"
+        config.write_text('[hsm]\nbackend = ""\n')
+        args += ["--config", config]
+    line = assert_one_line_error(hsmfs(*args), 2)
+    assert source in line and "is empty" in line
+    assert not os.path.ismount(tmp_path / "mnt")
+    assert not (tmp_path / "s" / "objects").exists()  # no copies went to the default

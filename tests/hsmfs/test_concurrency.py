@@ -25,6 +25,8 @@ from hsmfs.cache import CacheDir
 from hsmfs.control import request
 from tests.mounts import HsmMount, wait_for
 
+pytestmark = pytest.mark.fuse  # it starts mounts of its own
+
 CHUNK = 64 * 1024
 
 

@@ -19,6 +19,8 @@ from hsmfs.catalog import ROOT_INO, Catalog
 from tests.hsmfs.test_persistence import populate, snapshot
 from tests.mounts import HsmMount, wait_for
 
+pytestmark = pytest.mark.fuse  # it starts mounts of its own
+
 NO_TIMER = "[fs]\nsync_interval = 3600\n"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -14,6 +15,8 @@ from hsmfs.cache import CacheDir
 from hsmfs.catalog import ROOT_INO, Catalog, Txn, u64
 from hsmfs.fsck import Fsck
 from tests.mounts import HsmMount
+
+pytestmark = pytest.mark.fuse  # it starts mounts of its own
 
 
 @pytest.fixture
@@ -197,6 +200,40 @@ def test_dry_run_reports_but_changes_nothing(populated: HsmMount) -> None:
     damage(populated, corrupt)
     assert fsck(populated, repair=False) == ["link_counts"]
     assert fsck(populated, repair=False) == ["link_counts"]
+
+
+def findings(mount: HsmMount) -> list[tuple[str, bool]]:
+    catalog = Catalog(mount.state / "catalog")
+    try:
+        return [(f.message, f.repaired) for f in Fsck(catalog, CacheDir(mount.cache)).run()]
+    finally:
+        catalog.close()
+
+
+def test_the_object_key_index_is_repaired_and_shared_keys_are_reported(
+    populated: HsmMount,
+) -> None:
+    def corrupt(catalog: Catalog, txn: Txn) -> None:
+        f, g = ino_of(catalog, b"d", b"f"), ino_of(catalog, b"d", b"g")
+        txn.put_raw(b"hsm", u64(f), json.dumps({"key": "d/g"}).encode())  # g's key too
+        txn.put_raw(b"hsm", u64(g), json.dumps({"key": "d/g"}).encode())  # not indexed
+        txn.put_raw(b"keys", b"gone.bin", u64(f))  # a key f's record does not hold
+
+    damage(populated, corrupt)
+    found = findings(populated)
+    assert [repaired for _, repaired in found] == [True, False, True], found
+    dropped, shared, added = (message for message, _ in found)
+    assert "gone.bin" in dropped and "d/g" in added
+    assert "d/g" in shared and "hsmctl recheck" in shared
+    # Repaired where it can be; the shared key stays, for the operator to recheck.
+    assert findings(populated) == [(shared, False)]
+    catalog = Catalog(populated.state / "catalog")
+    try:
+        with catalog.read() as txn:
+            assert txn.key_owner("gone.bin") is None
+            assert txn.key_owner("d/g") == ino_of(catalog, b"d", b"f")
+    finally:
+        catalog.close()
 
 
 def test_cli_exit_codes(populated: HsmMount) -> None:

@@ -1,6 +1,6 @@
 """The stager's part-file operations run in worker threads: the order readers rely on.
 
-In process, on the file system's handlers (no FUSE mount): the rename of a finished part
+In process, on the resident-data layer (no FUSE mount): the rename of a finished part
 file and the removal of a failed one are held in their worker thread, and a reader that
 comes meanwhile must wait for the stage's end instead of failing, and a new stage must
 not create its part file before the failed one's is gone.
@@ -25,9 +25,9 @@ from hsmfs.backends import TemporaryFailure
 from hsmfs.backends.local import LocalStore
 from hsmfs.cache import CacheDir
 from hsmfs.catalog import ROOT_INO, Catalog, HsmState
-from hsmfs.config import Config
-from hsmfs.fs import HsmFs
-from hsmfs.stager import BLOCK_SIZE, Stager, file_checksums
+from hsmfs.checksums import BLOCK_SIZE, file_checksums
+from hsmfs.config import HsmSettings
+from hsmfs.resident import ResidentData
 
 BOUND = 60.0  # seconds; every wait below is for a condition, this only ends a broken test
 DATA = random.Random(11).randbytes(2 * BLOCK_SIZE + 17)
@@ -62,19 +62,18 @@ def released(tmp_path: Path) -> Released:
     return Released(catalog, CacheDir(tmp_path / "cache"), store, node.ino)
 
 
-def run_fs(released: Released, body: Callable[[HsmFs], Awaitable[None]]) -> None:
-    """Run ``body`` against a file system with a stager, as the mount wires them."""
+def run_resident(released: Released, body: Callable[[ResidentData], Awaitable[None]]) -> None:
+    """Run ``body`` against the resident data of the catalog, as the mount wires it."""
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
-            fs = HsmFs(released.catalog, released.cache, Config())
-            fs.removals.spawn = nursery.start_soon
-            fs.stager = Stager(
-                fs.catalog, fs.cache, released.store, trio.CapacityLimiter(2), nursery,
-                fs.on_staged, io_limiter=fs.io_limiter, removals=fs.removals,
+            resident = ResidentData(
+                released.catalog, released.cache, released.store, HsmSettings,
+                io_limiter=trio.CapacityLimiter(4), backend_limiter=trio.CapacityLimiter(2),
+                nursery=nursery,
             )  # fmt: skip
             with trio.fail_after(BOUND):
-                await body(fs)
+                await body(resident)
             nursery.cancel_scope.cancel()
 
     try:
@@ -83,10 +82,10 @@ def run_fs(released: Released, body: Callable[[HsmFs], Awaitable[None]]) -> None
         released.catalog.close()
 
 
-async def read_whole_file(fs: HsmFs, ino: int, into: dict[str, Any]) -> None:
-    info = await fs._open(ino, os.O_RDONLY)
-    into["data"] = bytes(await fs.read(info.fh, 0, len(DATA)))
-    await fs.release(info.fh)
+async def read_whole_file(resident: ResidentData, ino: int, into: dict[str, Any]) -> None:
+    data = await resident.open(ino, create=False)
+    into["data"] = bytes(await data.read(0, len(DATA)))
+    await resident.close(data)
 
 
 async def until(predicate: Callable[[], bool]) -> None:
@@ -112,14 +111,14 @@ def held(
     return wrapper, holding
 
 
-def assert_resident(released: Released, fs: HsmFs) -> None:
+def assert_resident(released: Released, resident: ResidentData) -> None:
     with released.catalog.read() as txn:
         inode = txn.get_inode(released.ino)
         assert inode is not None and inode.hsm_state == HsmState.ARCHIVED
         assert txn.members(b"staging") == []
     assert released.cache.path(released.ino).read_bytes() == DATA
     assert not released.cache.path(released.ino).with_suffix(".part").exists()
-    assert fs.stager is not None and released.ino not in fs.stager.stages
+    assert released.ino not in resident.stager.stages
 
 
 def test_a_reader_that_finds_the_part_file_renamed_waits_for_the_stage_to_end(
@@ -130,25 +129,24 @@ def test_a_reader_that_finds_the_part_file_renamed_waits_for_the_stage_to_end(
     monkeypatch.setattr(stager_module, "install_part", install)
     result: dict[str, Any] = {}
 
-    async def body(fs: HsmFs) -> None:
-        assert fs.stager is not None
-        stage = fs.stager.start(released.ino)  # as hsmctl stage does: no reader yet
+    async def body(resident: ResidentData) -> None:
+        stage = resident.stager.start(released.ino)  # as hsmctl stage does: no reader yet
         try:
             assert await trio.to_thread.run_sync(renamed.wait, BOUND)
             # Renamed in its thread; the stage has not ended and the catalog still says
             # released, so a reader joins this stage and finds no part file.
             assert not stage.part.exists() and not stage.done
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(read_whole_file, fs, released.ino, result)
+                nursery.start_soon(read_whole_file, resident, released.ino, result)
                 await until(lambda: stage.ended.statistics().tasks_waiting == 1)
                 assert result == {}  # waiting, not failed
                 let_go.set()
         finally:
             let_go.set()
         assert result["data"] == DATA
-        assert_resident(released, fs)
+        assert_resident(released, resident)
 
-    run_fs(released, body)
+    run_resident(released, body)
 
 
 def test_a_new_stage_waits_until_the_failed_ones_part_file_is_gone(
@@ -169,18 +167,17 @@ def test_a_new_stage_waits_until_the_failed_ones_part_file_is_gone(
     monkeypatch.setattr(released.store, "download", first_download_fails)
     result: dict[str, Any] = {}
 
-    async def body(fs: HsmFs) -> None:
-        assert fs.stager is not None
-        failed = fs.stager.start(released.ino)
+    async def body(resident: ResidentData) -> None:
+        failed = resident.stager.start(released.ino)
         try:
             assert await trio.to_thread.run_sync(discarding.wait, BOUND)
             assert failed.error is not None and failed.part.exists()
             async with trio.open_nursery() as nursery:
                 # A reader starts the next stage; the same part path is still the failed
                 # stage's, so the new one waits for that to end before it makes its own.
-                nursery.start_soon(read_whole_file, fs, released.ino, result)
-                await until(lambda: fs.stager.stages.get(released.ino) is not failed)
-                second = fs.stager.stages.get(released.ino)
+                nursery.start_soon(read_whole_file, resident, released.ino, result)
+                await until(lambda: resident.stager.stages.get(released.ino) is not failed)
+                second = resident.stager.stages.get(released.ino)
                 assert second is not None, "the new stage ended before the failed one"
                 await until(lambda: failed.ended.statistics().tasks_waiting == 1)
                 assert not second.part_ready.is_set() and result == {}
@@ -189,6 +186,6 @@ def test_a_new_stage_waits_until_the_failed_ones_part_file_is_gone(
             let_go.set()
         assert result["data"] == DATA
         assert downloads == ["f", "f"]
-        assert_resident(released, fs)
+        assert_resident(released, resident)
 
-    run_fs(released, body)
+    run_resident(released, body)

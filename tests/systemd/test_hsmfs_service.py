@@ -19,6 +19,8 @@ from tests.dicom.peers import free_port
 from tests.mounts import HsmMount, wait_for
 from tests.systemd.sdnotify import NotifyListener
 
+pytestmark = pytest.mark.fuse  # it starts mounts of its own
+
 MiB = 1024 * 1024
 WATCHDOG_USEC = 400_000  # pings every 0.2 s
 
