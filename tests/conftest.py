@@ -29,6 +29,27 @@ def _dcmtk_before_the_virtualenv() -> None:
 _dcmtk_before_the_virtualenv()
 
 
+# Which real parts a test needs, told by the fixtures it uses (markers fuse, s3, dicom;
+# see pyproject.toml). `pytest -m "not fuse and not s3 and not dicom"` is the fast,
+# in-process layer. A module that starts a mount without these fixtures says so itself
+# (pytestmark = pytest.mark.fuse).
+NEEDS = {
+    "fuse": {"hsm", "make_mount", "make_bed", "site"},
+    "s3": {"s3_server"},
+    "dicom": {"start_archive", "dest", "site"},
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        callspec = getattr(item, "callspec", None)
+        params = set(map(str, callspec.params.values())) if callspec is not None else set()
+        for marker, needs in NEEDS.items():
+            if fixtures & needs or (marker == "s3" and "s3" in params):
+                item.add_marker(marker)
+
+
 @dataclass(frozen=True)
 class S3Bucket:
     """An empty bucket on the test endpoint, and the backend URL that points at it."""
