@@ -116,14 +116,24 @@ def bench_throughput(work: Path, size_mib: int) -> None:
         ratio_line(
             f"sequential read {size_mib} MiB, cold cache", cold[0], cold[1], "MiB/s", ">= 0.5"
         )
-        warm_mount = max(read_file(mount.mnt / "big") for _ in range(3))
-        warm_direct = max(read_file(direct) for _ in range(3))
+        # The first re-read after the fill is what users meet; the best of three shows
+        # the kernel's FUSE page-cache ceiling (4 KiB folios; no passthrough here).
+        first_mount, first_direct = read_file(mount.mnt / "big"), read_file(direct)
         ratio_line(
-            f"sequential read {size_mib} MiB, warm cache",
+            f"sequential read {size_mib} MiB, warm, first re-read",
+            first_mount,
+            first_direct,
+            "MiB/s",
+            ">= 0.9",
+        )
+        warm_mount = max(first_mount, *(read_file(mount.mnt / "big") for _ in range(2)))
+        warm_direct = max(first_direct, *(read_file(direct) for _ in range(2)))
+        ratio_line(
+            f"sequential read {size_mib} MiB, warm, best of 3",
             warm_mount,
             warm_direct,
             "MiB/s",
-            ">= 0.9",
+            ">= 0.9; ceiling ~0.65",
         )
     finally:
         mount.cleanup()
