@@ -21,6 +21,7 @@ import queue
 import threading
 import time
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,7 @@ class GroupCommitter:
         self.max_group = max_group
         self._queue: queue.Queue[PendingInstance | None] = queue.Queue(maxsize=queue_size)
         self._thread: threading.Thread | None = None
+        self._fsync_pool = ThreadPoolExecutor(1, thread_name_prefix="archived-groupfsync")
         self._not_durable: dict[str, int] = {}  # early-Success SOP Instance UIDs -> count
         self._durable = threading.Condition()
         self._stats_lock = threading.Lock()
@@ -76,6 +78,7 @@ class GroupCommitter:
         if thread is not None:
             self._queue.put(None)
             thread.join(timeout)
+        self._fsync_pool.shutdown(wait=True)
 
     # -- handler side -------------------------------------------------------------------
 
@@ -125,34 +128,29 @@ class GroupCommitter:
     def _round(self, group: list[PendingInstance]) -> None:
         started = time.perf_counter()
         error: BaseException | None = None
-        try:
-            for pending in group:
-                if pending.staged is not None:
-                    pending.staged.datasync()
-            for directory in {p.directory for p in group}:
-                fsync_dir(directory)
-        except OSError as exc:
-            LOG.error("group of %d instance(s): fsync failed: %s", len(group), exc)
-            error = exc
-        synced = time.perf_counter()
+        # The fsyncs run on a helper thread while this one prepares the index rows; the
+        # transaction commits only after they have all returned (before_commit).
+        syncing = self._fsync_pool.submit(_sync_files_and_directories, group)
         to_index = [p for p in group if p.instance is not None]
-        if error is None and to_index:
-            try:
-                results = self.index.store_instances([p.instance for p in to_index])  # type: ignore[misc]
-            except Exception as exc:  # the whole transaction failed
-                LOG.error("group of %d instance(s): index commit failed: %s", len(group), exc)
-                error = exc
-            else:
+        try:
+            if to_index:
+                results = self.index.store_instances(
+                    [p.instance for p in to_index if p.instance is not None],
+                    before_commit=syncing.result,
+                )
                 for pending, result in zip(to_index, results, strict=True):
                     if isinstance(result, Exception):
                         pending.error = result
                     else:
                         pending.outcome = result
-        if error is None and len(to_index) < len(group):
-            try:
+            else:
+                syncing.result()
+            if len(to_index) < len(group):
                 self.index.sync_wal()
-            except OSError as exc:
-                error = exc
+        except Exception as exc:  # fsync or the index transaction: the whole group fails
+            LOG.error("group of %d instance(s) not committed: %s", len(group), exc)
+            error = exc
+        synced = syncing.result() if error is None else started
         finished = time.perf_counter()
         self._record(group, synced - started, finished - synced)
         self._release(group, error)
@@ -207,3 +205,13 @@ class GroupCommitter:
                 else 0.0,
                 "queued": self._queue.qsize(),
             }
+
+
+def _sync_files_and_directories(group: list[PendingInstance]) -> float:
+    """fdatasync early-Success files, then fsync each directory once; return the time."""
+    for pending in group:
+        if pending.staged is not None:
+            pending.staged.datasync()
+    for directory in {p.directory for p in group}:
+        fsync_dir(directory)
+    return time.perf_counter()

@@ -30,6 +30,7 @@ from pydicom.uid import UID
 
 from archived.dicom.encoding import file_meta_bytes
 from archived.dicom.errors import MalformedDatasetError
+from archived.dicom.hashing import PipelinedMD5
 from archived.dicom.walker import DatasetWalker
 from archived.index import FileSystemRecord, InstanceAttributes, MissingAttributeError
 from archived.index.attributes import FIELD_KEYWORDS, REQUIRED_KEYWORDS, attributes_of
@@ -100,6 +101,7 @@ class IncomingInstance:
         tsuid: str,
         calling_aet: str,
         max_inflated: int,
+        md5: PipelinedMD5 | None = None,
         refusal: Refusal | None = None,
         duplicate: bool = False,
     ) -> None:
@@ -113,7 +115,7 @@ class IncomingInstance:
         self.received = 0  # data set bytes as they came over the network
         self.timing = Timing()
         self.staged: StagedFile | None = None
-        self._md5 = hashlib.md5(usedforsecurity=False)
+        self._md5: PipelinedMD5 | hashlib._Hash = md5 or hashlib.md5(usedforsecurity=False)
         syntax = UID(tsuid)
         self._deflated = syntax.is_deflated
         self._implicit = syntax.is_implicit_VR
@@ -129,6 +131,7 @@ class IncomingInstance:
 
     @property
     def md5(self) -> str:
+        """The file's MD5 (waits for the hashing worker to catch up)."""
         return self._md5.hexdigest()
 
     # -- DUL thread ---------------------------------------------------------------------
@@ -145,7 +148,7 @@ class IncomingInstance:
                 self._open()
             assert self.staged is not None
             self.staged.write(fragment)
-            self._md5.update(fragment)
+            self._md5.update(bytes(fragment))  # a copy: the PDU buffer is reused
             self._walk(fragment)
         except _InflationLimit as exc:
             self._refuse(OUT_OF_RESOURCES, str(exc))

@@ -19,6 +19,7 @@ from archived.dicom.errors import ListenError
 from archived.dicom.find import FindSCP
 from archived.dicom.find_negotiation import handle_sop_extended
 from archived.dicom.groupcommit import GroupCommitter
+from archived.dicom.hashing import HashWorkers
 from archived.dicom.peer import describe_peer
 from archived.dicom.reactor import make_acceptor_server
 from archived.dicom.retrieve import Retriever
@@ -63,7 +64,9 @@ class ArchiveServer:
         self.committer = GroupCommitter(index, queue_size=settings.store_queue_size)
         self.timings = StoreTimings()
         self.access = AccessControl(settings, self.stats)
-        self.store = StoreSCP(settings, index, self.stats, self.committer, self.timings)
+        self.hashing = HashWorkers()
+        self.store = StoreSCP(settings, index, self.stats, self.committer, self.timings,
+                              self.hashing)  # fmt: skip
         self.find = FindSCP(settings, index, self.stats)
         self.retriever = Retriever(settings, index, self.stats)
         self.stgcmt = StorageCommitmentSCP(settings, index, self.stats, self.ae, self.committer)
@@ -142,6 +145,7 @@ class ArchiveServer:
         self.stgcmt.join(timeout=self.settings.dimse_timeout)
         self.ae.shutdown()
         self.committer.stop()
+        self.hashing.stop()
 
     def _drain(self, grace: float) -> None:
         deadline = time.monotonic() + grace

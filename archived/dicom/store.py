@@ -20,6 +20,7 @@ from pynetdicom.events import Event
 
 from archived.dicom.errors import NoStorageError
 from archived.dicom.groupcommit import GroupCommitter, PendingInstance
+from archived.dicom.hashing import HashWorkers
 from archived.dicom.incoming import (
     DATASET_MISMATCH,
     OUT_OF_RESOURCES,
@@ -60,8 +61,9 @@ class StoreSCP:
 
     def __init__(
         self, settings: DicomSettings, index: Index, stats: ServiceStatistics,
-        committer: GroupCommitter, timings: StoreTimings,
+        committer: GroupCommitter, timings: StoreTimings, hashing: HashWorkers,
     ) -> None:  # fmt: skip
+        self.hashing = hashing
         self.settings = settings
         self.index = index
         self.stats = stats
@@ -104,7 +106,7 @@ class StoreSCP:
         if self.settings.duplicate_policy == "ignore" and self.index.instance_exists(sop_iuid):
             return IncomingInstance(None, duplicate=True, **args)
         try:
-            return IncomingInstance(self.online_filesystem(), **args)
+            return IncomingInstance(self.online_filesystem(), md5=self.hashing.md5(), **args)
         except NoStorageError as exc:
             return IncomingInstance(None, refusal=Refusal(OUT_OF_RESOURCES, str(exc)), **args)
 

@@ -12,7 +12,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -219,10 +219,13 @@ class Index:
             return self._store_one(conn, attrs, new_file, src_aet, replace, now)
 
     def store_instances(
-        self, batch: Sequence[NewInstance], now: float | None = None
-    ) -> list[StoreOutcome | Exception]:
+        self, batch: Sequence[NewInstance], now: float | None = None,
+        before_commit: Callable[[], object] | None = None,
+    ) -> list[StoreOutcome | Exception]:  # fmt: skip
         """Index several instances in one transaction (group commit); a row that fails
-        (a constraint, say) fails alone, under its own savepoint."""
+        (a constraint, say) fails alone, under its own savepoint. ``before_commit`` runs
+        last inside the transaction (the group's fsyncs finish there); if it raises,
+        nothing is committed."""
         now = time.time() if now is None else now
         results: list[StoreOutcome | Exception] = []
         with self.write() as conn:
@@ -239,6 +242,8 @@ class Index:
                     continue
                 conn.execute("RELEASE one_instance")
                 results.append(outcome)
+            if before_commit is not None:
+                before_commit()
         return results
 
     def sync_wal(self) -> None:
