@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import re
+import struct
 import time
 import zlib
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from pydicom.uid import UID
 from archived.dicom.encoding import file_meta_bytes
 from archived.dicom.errors import MalformedDatasetError
 from archived.dicom.hashing import PipelinedMD5
-from archived.dicom.walker import DatasetWalker
+from archived.dicom.walker import LONG_VRS, DatasetWalker
 from archived.index import FileSystemRecord, InstanceAttributes, MissingAttributeError
 from archived.index.attributes import FIELD_KEYWORDS, REQUIRED_KEYWORDS, attributes_of
 from archived.storage import StagedFile
@@ -47,6 +48,9 @@ KEPT_TAGS = frozenset(
     for keyword in (*REQUIRED_KEYWORDS, *FIELD_KEYWORDS.values(), "SpecificCharacterSet")
     if (tag := tag_for_keyword(keyword)) is not None
 )
+UID_TAGS = {
+    keyword: tag for keyword in REQUIRED_KEYWORDS if (tag := tag_for_keyword(keyword)) is not None
+}
 # PS3.5 9.1: digits and dots, no empty component, no leading zero, at most 64 characters.
 UID_SYNTAX = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
 
@@ -153,7 +157,7 @@ class IncomingInstance:
         except _InflationLimit as exc:
             self._refuse(OUT_OF_RESOURCES, str(exc))
         except MalformedDatasetError as exc:
-            self._refuse(CANNOT_UNDERSTAND, f"data set refused: {exc}")
+            self._refuse(CANNOT_UNDERSTAND, str(exc))
         except OSError as exc:
             full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
             where = self.filesystem.path if self.filesystem else "?"
@@ -197,7 +201,7 @@ class IncomingInstance:
         if not self.accepting:
             return
         if self.staged is None:
-            self._refuse(CANNOT_UNDERSTAND, "data set refused: it is empty")
+            self._refuse(CANNOT_UNDERSTAND, "the data set is empty")
             return
         try:
             if self._inflater is not None:
@@ -210,7 +214,7 @@ class IncomingInstance:
         except _InflationLimit as exc:
             self._refuse(OUT_OF_RESOURCES, str(exc))
         except MalformedDatasetError as exc:
-            self._refuse(CANNOT_UNDERSTAND, f"data set refused: {exc}")
+            self._refuse(CANNOT_UNDERSTAND, str(exc))
         else:
             self.staged.start_writeback()
 
@@ -229,22 +233,29 @@ class IncomingInstance:
         """The index's attributes, checked against the C-STORE request; raises StoreRefused."""
         if self.refusal is not None:
             raise StoreRefused(self.refusal)
-        try:
-            ds = read_dataset(BytesIO(bytes(self._walker.head)), self._implicit and not
-                              self._deflated, self._little or self._deflated)  # fmt: skip
-            attrs = attributes_of(ds)
-        except MissingAttributeError as exc:
-            raise StoreRefused(Refusal(DATASET_MISMATCH, f"data set refused: {exc}")) from exc
-        except (InvalidDicomError, ValueError, KeyError, TypeError) as exc:
-            refusal = Refusal(CANNOT_UNDERSTAND, f"data set cannot be decoded: {exc}")
-            raise StoreRefused(refusal) from exc
-        for label, uid in (("SOP Instance UID", attrs.sop_iuid),
-                           ("SOP Class UID", attrs.sop_cuid),
-                           ("Series Instance UID", attrs.series_iuid),
-                           ("Study Instance UID", attrs.study_iuid)):  # fmt: skip
+        head = bytes(self._walker.head)
+        implicit = self._implicit and not self._deflated
+        little = self._little or self._deflated
+        # UIDs are checked on the raw values first: pydicom would only warn about them.
+        raw = _raw_values(head, implicit, little)
+        for label, keyword in (("SOP Instance UID", "SOPInstanceUID"),
+                               ("SOP Class UID", "SOPClassUID"),
+                               ("Series Instance UID", "SeriesInstanceUID"),
+                               ("Study Instance UID", "StudyInstanceUID")):  # fmt: skip
+            value = raw.get(UID_TAGS[keyword])
+            if value is None:
+                continue  # missing: attributes_of names it below
+            uid = value.rstrip(b"\x00 ").decode("latin-1")
             problem = uid_problem(uid)
             if problem is not None:
                 raise StoreRefused(Refusal(DATASET_MISMATCH, f"{label} {uid!r} {problem}"))
+        try:
+            attrs = attributes_of(read_dataset(BytesIO(head), implicit, little))
+        except MissingAttributeError as exc:
+            raise StoreRefused(Refusal(DATASET_MISMATCH, str(exc))) from exc
+        except (InvalidDicomError, ValueError, KeyError, TypeError) as exc:
+            refusal = Refusal(CANNOT_UNDERSTAND, f"data set cannot be decoded: {exc}")
+            raise StoreRefused(refusal) from exc
         if attrs.sop_iuid != self.sop_iuid or attrs.sop_cuid != self.sop_cuid:
             raise StoreRefused(
                 Refusal(
@@ -261,7 +272,28 @@ class IncomingInstance:
         return self.filesystem.root
 
 
+def _raw_values(head: bytes, implicit: bool, little: bool) -> dict[int, bytes]:
+    """Tag -> raw value of the kept elements (all short, none of undefined length)."""
+    order = "<" if little else ">"
+    values: dict[int, bytes] = {}
+    pos = 0
+    while pos + 8 <= len(head):
+        group, element = struct.unpack_from(order + "HH", head, pos)
+        if implicit:
+            (length,) = struct.unpack_from(order + "I", head, pos + 4)
+            start = pos + 8
+        elif head[pos + 4 : pos + 6] in LONG_VRS:
+            (length,) = struct.unpack_from(order + "I", head, pos + 8)
+            start = pos + 12
+        else:
+            (length,) = struct.unpack_from(order + "H", head, pos + 6)
+            start = pos + 8
+        values[(group << 16) | element] = head[start : start + length]
+        pos = start + length
+    return values
+
+
 class _InflationLimit(MalformedDatasetError):
     def __init__(self, limit: int) -> None:
-        super().__init__(f"the deflated data set inflates beyond {limit} bytes (MaxInflatedSize)")
+        super().__init__(f"inflates beyond MaxInflatedSize ({limit} bytes)")
         self.limit = limit

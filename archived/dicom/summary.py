@@ -23,6 +23,7 @@ class AssociationSummary:
     def __init__(self) -> None:
         self.started = time.monotonic()
         self.ending = "closed"
+        self.logged = False
         self._lock = threading.Lock()
         self._counts: Counter[str] = Counter()
 
@@ -34,13 +35,20 @@ class AssociationSummary:
         with self._lock:
             return self._counts[name]
 
+    def log_once(self, peer: str) -> None:
+        with self._lock:
+            if self.logged:
+                return
+            self.logged = True
+        LOG.info(self.line(peer))
+
     def line(self, peer: str) -> str:
         with self._lock:
             c = dict(self._counts)
         seconds = time.monotonic() - self.started
         return (
             f"association with {peer} {self.ending} after {seconds:.1f} s: "
-            f"{c.get('stored', 0)} instance(s) stored, {c.get('bytes', 0) / 1e6:.1f} MB "
+            f"{c.get('stored', 0)} instance(s) stored, {c.get('bytes', 0) / 1e6:.2f} MB "
             f"received, {c.get('failed', 0)} failed, {c.get('echo', 0)} echo(es)"
         )
 
@@ -59,15 +67,18 @@ def _opened(event: Event) -> None:
 
 def _ended(how: str) -> Callable[[Event], None]:
     def handler(event: Event) -> None:
-        summary_of(event.assoc).ending = how
+        summary = summary_of(event.assoc)
+        summary.ending = how
+        if event.assoc.is_acceptor:
+            summary.log_once(describe_peer(event.assoc))
 
     return handler
 
 
 def _closed(event: Event) -> None:
     assoc = event.assoc
-    if assoc.is_acceptor:
-        LOG.info(summary_of(assoc).line(describe_peer(assoc)))
+    if assoc.is_acceptor:  # released and aborted ones have logged already
+        summary_of(assoc).log_once(describe_peer(assoc))
 
 
 SUMMARY_HANDLERS = [

@@ -90,7 +90,7 @@ class DatasetWalker:
             if self._request is None:
                 return
         raise MalformedDatasetError(
-            f"the data set ends inside an element at byte {self.position} (truncated)"
+            f"truncated: the data set ends inside an element at byte {self.position}"
         )
 
     def _advance(self, chunk: bytes) -> None:
