@@ -62,7 +62,7 @@ def test_private_attributes_the_reactor_uses_exist() -> None:
         assert hasattr(assoc, name), f"Association.{name}"
     dul = assoc.dul
     for name in ("event_queue", "to_provider_queue", "_recv_pdu", "state_machine",
-                 "artim_timer", "_idle_timer", "_kill_thread", "socket", "_decode_pdu"):  # fmt: skip
+                 "artim_timer", "_idle_timer", "_kill_thread", "socket"):  # fmt: skip
         assert hasattr(dul, name), f"DULServiceProvider.{name}"
     assert hasattr(assoc.dimse, "message") and hasattr(assoc.dimse, "msg_queue")
     message = DIMSEMessage()
