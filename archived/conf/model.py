@@ -297,6 +297,29 @@ class ArchiveDeviceExtension(_Archive):
         "regardless of letter case, wildcards included (true, as PS3.4 permits for PN); false "
         "matches them case-sensitively, as the standard's literal rule",
     )  # fmt: skip
+    association_request_timeout: float = Field(
+        5.0, alias="AssociationRequestTimeout", gt=0,
+        description="Seconds a new connection has to send its complete A-ASSOCIATE-RQ; an "
+        "idle or stalled socket is closed after that, so it cannot hold one of "
+        "MaximumAssociations",
+    )  # fmt: skip
+    max_inflated_size: int = Field(
+        256 << 20, alias="MaxInflatedSize", ge=1,
+        description="C-STORE in the Deflate transfer syntax: a data set that inflates to "
+        "more bytes than this is refused (0xA700) as soon as it does",
+    )  # fmt: skip
+    store_early_success: bool = Field(
+        False, alias="StoreEarlySuccess",
+        description="C-STORE: answer Success once the instance is written and indexed, "
+        "and make it durable in the next group (storage commitment still reports it only "
+        "once durable). Faster; a power failure can lose instances already answered with "
+        "Success. Off: Success only once durable",
+    )  # fmt: skip
+    store_queue_size: int = Field(
+        256, alias="StoreQueueSize", ge=1,
+        description="C-STORE: received instances that may wait for their group commit at "
+        "once; further handlers wait, and so do their peers",
+    )  # fmt: skip
     file_system_groups: list[FileSystemGroup] = Field(default_factory=list)
     file_copy: FileCopy = Field(default_factory=FileCopy)
     sync_file_status: SyncFileStatus = Field(default_factory=SyncFileStatus)

@@ -33,6 +33,9 @@ class AccessControl:
 
     def handle_requested(self, event: Event) -> None:
         assoc = event.assoc
+        request_received = getattr(assoc, "request_received", None)
+        if request_received is not None:  # archived.dicom.reactor: normal timeouts from now
+            request_received()
         calling = calling_ae_title(assoc)
         host = assoc.requestor.address
         remote = self.settings.remote(calling)
@@ -49,7 +52,10 @@ class AccessControl:
                 cx
                 for cx in assoc.acceptor.supported_contexts
                 if permitted(
-                    cx.abstract_syntax, remote.store, remote.query, remote.retrieve,
+                    cx.abstract_syntax,
+                    remote.store,
+                    remote.query,
+                    remote.retrieve,
                     requestor_scp=bool(getattr(roles.get(cx.abstract_syntax), "scp_role", False)),
                 )
             ]

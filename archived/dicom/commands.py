@@ -125,10 +125,16 @@ def _study_show(args: argparse.Namespace, index: Index) -> dict[str, Any]:
         },
         "series_list": [
             {
-                "series_iuid": s[0], "number": s[1], "modality": s[2], "description": s[3],
+                "series_iuid": s[0],
+                "number": s[1],
+                "modality": s[2],
+                "description": s[3],
                 "instances": s[4],
-                "copies": {f"{group}/{status}": n for (uid, group, status), n in copies.items()
-                           if uid == s[0]},
+                "copies": {
+                    f"{group}/{status}": n
+                    for (uid, group, status), n in copies.items()
+                    if uid == s[0]
+                },
             }
             for s in series
         ],

@@ -22,8 +22,9 @@ def remote_aes(store: ConfigStore) -> tuple[RemoteAE, ...]:
             host, port = (listening[0].hostname, listening[0].port) if listening else ("", None)
             p = ae.permissions
             result.append(
-                RemoteAE(ae.ae_title, host, port, p.store, p.query, p.retrieve,
-                         tuple(p.allowed_hosts))
+                RemoteAE(
+                    ae.ae_title, host, port, p.store, p.query, p.retrieve, tuple(p.allowed_hosts)
+                )
             )
     return tuple(result)
 
@@ -48,6 +49,10 @@ def settings_from_config(store: ConfigStore) -> tuple[DicomSettings, list[FileSy
         pending_interval=ext.pending_interval,
         stgcmt_same_association=ext.stgcmt_same_association,
         case_insensitive_names=ext.case_insensitive_person_name_matching,
+        request_timeout=ext.association_request_timeout,
+        max_inflated_size=ext.max_inflated_size,
+        early_success=ext.store_early_success,
+        store_queue_size=ext.store_queue_size,
         remote_aes=remote_aes(store),
     )
     file_systems = [

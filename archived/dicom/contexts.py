@@ -57,9 +57,7 @@ def add_supported_contexts(ae: AE) -> None:
     ae.add_supported_context(Verification)
     for sop_class in STORAGE_SOP_CLASSES:
         # scp_role: a C-GET requestor acts as Storage SCP on the same association.
-        ae.add_supported_context(
-            sop_class, STORAGE_TRANSFER_SYNTAXES, scu_role=True, scp_role=True
-        )
+        ae.add_supported_context(sop_class, STORAGE_TRANSFER_SYNTAXES, scu_role=True, scp_role=True)
     for sop_class in (*FIND, *MOVE, *GET):
         ae.add_supported_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
     ae.add_supported_context(

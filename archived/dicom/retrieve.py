@@ -265,9 +265,7 @@ def _unsendable(item: RetrieveItem) -> Dataset:
     return ds
 
 
-def _send_pending(
-    event: Event, primitive: type, total: int, completed: int, failed: int
-) -> None:
+def _send_pending(event: Event, primitive: type, total: int, completed: int, failed: int) -> None:
     """A pending C-MOVE/C-GET response outside pynetdicom's per-sub-operation ones."""
     rsp = primitive()
     rsp.MessageIDBeingRespondedTo = event.request.MessageID

@@ -10,7 +10,7 @@ from typing import Any
 
 from pynetdicom import AE, _config, evt
 from pynetdicom.events import Event
-from pynetdicom.transport import ThreadedAssociationServer
+from pynetdicom.transport import AssociationServer
 
 from archived.dicom.access import AccessControl
 from archived.dicom.connection import CONNECTION_HANDLERS
@@ -18,24 +18,32 @@ from archived.dicom.contexts import add_supported_contexts
 from archived.dicom.errors import ListenError
 from archived.dicom.find import FindSCP
 from archived.dicom.find_negotiation import handle_sop_extended
+from archived.dicom.groupcommit import GroupCommitter
+from archived.dicom.hashing import HashWorkers
 from archived.dicom.peer import describe_peer
+from archived.dicom.reactor import make_acceptor_server
 from archived.dicom.retrieve import Retriever
 from archived.dicom.settings import DicomSettings
-from archived.dicom.stats import ServiceStatistics
+from archived.dicom.stats import ServiceStatistics, StoreTimings
 from archived.dicom.stgcmt import StorageCommitmentSCP
 from archived.dicom.store import StoreSCP
-from archived.index import Index
+from archived.dicom.summary import SUMMARY_HANDLERS, summary_of
+from archived.index import ONLINE_STORAGE, Index
+from archived.storage import INCOMING_DIR, sweep_incoming
 
 LOG = logging.getLogger("archived.dicom")
 
 
 def configure_pynetdicom() -> None:
     """Process-wide pynetdicom settings the archive relies on."""
-    # Received datasets stream to a temporary file, kept byte for byte (store.py).
-    _config.STORE_RECV_CHUNKED_DATASET = True
-    # Identifiers are logged by our handlers at the level an operator wants.
+    # C-STORE data sets stream to their file through archived.dicom.reactor; pynetdicom's
+    # own chunked mode (a temporary file in $TMPDIR) stays off.
+    _config.STORE_RECV_CHUNKED_DATASET = False
+    # Identifiers are logged by our handlers at the level an operator wants, and so is
+    # each association (archived.dicom.summary): no per-PDU / per-message log handlers.
     _config.LOG_REQUEST_IDENTIFIERS = False
     _config.LOG_RESPONSE_IDENTIFIERS = False
+    _config.LOG_HANDLER_LEVEL = "none"
 
 
 class ArchiveServer:
@@ -51,13 +59,18 @@ class ArchiveServer:
         self.ae.acse_timeout = settings.acse_timeout
         self.ae.dimse_timeout = settings.dimse_timeout
         self.ae.network_timeout = settings.network_timeout
+        self.ae.require_called_aet = True
         add_supported_contexts(self.ae)
+        self.committer = GroupCommitter(index, queue_size=settings.store_queue_size)
+        self.timings = StoreTimings()
         self.access = AccessControl(settings, self.stats)
-        self.store = StoreSCP(settings, index, self.stats)
+        self.hashing = HashWorkers()
+        self.store = StoreSCP(settings, index, self.stats, self.committer, self.timings,
+                              self.hashing)  # fmt: skip
         self.find = FindSCP(settings, index, self.stats)
         self.retriever = Retriever(settings, index, self.stats)
-        self.stgcmt = StorageCommitmentSCP(settings, index, self.stats, self.ae)
-        self._server: ThreadedAssociationServer | None = None
+        self.stgcmt = StorageCommitmentSCP(settings, index, self.stats, self.ae, self.committer)
+        self._server: AssociationServer | None = None
         self._lock = threading.Lock()
 
     def reconfigure(self, settings: DicomSettings) -> None:
@@ -74,6 +87,7 @@ class ArchiveServer:
     def handlers(self) -> list[tuple[Any, Any]]:
         return [
             *CONNECTION_HANDLERS,
+            *SUMMARY_HANDLERS,
             (evt.EVT_REQUESTED, self.access.handle_requested),
             (evt.EVT_SOP_EXTENDED, handle_sop_extended),
             (evt.EVT_C_ECHO, self._handle_echo),
@@ -89,11 +103,23 @@ class ArchiveServer:
         """Listen; ``extra_handlers`` (e.g. metrics timers) are bound next to the service's."""
         configure_pynetdicom()
         address = (self.settings.bind_address, self.settings.port)
+        for fs in self.index.filesystems(ONLINE_STORAGE):
+            if fs.status == "RW" and not fs.is_tar and sweep_incoming(fs.root):
+                LOG.info("removed part files a crash left in %s", fs.root / INCOMING_DIR)
+        self.committer.start()
         try:
-            self._server = self.ae.start_server(
-                address, block=False, evt_handlers=[*self.handlers(), *extra_handlers]
+            self._server = make_acceptor_server(
+                self.ae,
+                address,
+                [*self.handlers(), *extra_handlers],
+                sink_factory=self.store.open_incoming,
+                request_timeout=self.settings.request_timeout,
+                # Connections beyond this are closed at once; up to it, pynetdicom
+                # answers those past MaximumAssociations with A-ASSOCIATE-RJ.
+                max_connections=2 * self.settings.max_associations + 4,
             )
         except OSError as exc:
+            self.committer.stop()
             raise ListenError(
                 f"AE {self.settings.ae_title} cannot listen on "
                 f"{self.settings.bind_address or '*'}:{self.settings.port}: {exc.strerror}; "
@@ -118,6 +144,8 @@ class ArchiveServer:
         self._drain(grace)
         self.stgcmt.join(timeout=self.settings.dimse_timeout)
         self.ae.shutdown()
+        self.committer.stop()
+        self.hashing.stop()
 
     def _drain(self, grace: float) -> None:
         deadline = time.monotonic() + grace
@@ -146,10 +174,13 @@ class ArchiveServer:
             "max_associations": self.settings.max_associations,
             "peers": sorted(describe_peer(a) for a in active),
             "counters": self.stats.snapshot(),
+            "group_commit": self.committer.statistics(),
+            "store_timings": self.timings.snapshot(),
         }
 
     def _handle_echo(self, event: Event) -> int:
         self.stats.count("echo")
+        summary_of(event.assoc).add("echo")
         return 0x0000
 
     def _log_abort(self, event: Event) -> None:

@@ -51,6 +51,14 @@ class DicomSettings:
     # C-FIND: person names (PatientName, ReferringPhysicianName) match regardless of letter
     # case (False: case-sensitive); CaseInsensitivePersonNameMatching in the configuration.
     case_insensitive_names: bool = True
+    # Seconds a new connection has to send its A-ASSOCIATE-RQ (AssociationRequestTimeout).
+    request_timeout: float = 5.0
+    # Deflate data sets inflating beyond this are refused with 0xA700 (MaxInflatedSize).
+    max_inflated_size: int = 256 << 20
+    # Success once written and indexed, durable in the next group (StoreEarlySuccess).
+    early_success: bool = False
+    # Received instances waiting for their group commit at most (StoreQueueSize).
+    store_queue_size: int = 256
 
     def remote(self, ae_title: str) -> RemoteAE | None:
         title = ae_title.strip()

@@ -22,6 +22,7 @@ from pynetdicom.events import Event
 from pynetdicom.sop_class import StorageCommitmentPushModel
 
 from archived.dicom.connection import CONNECTION_HANDLERS
+from archived.dicom.groupcommit import GroupCommitter
 from archived.dicom.peer import calling_ae_title, describe_peer
 from archived.dicom.settings import DicomSettings
 from archived.dicom.stats import ServiceStatistics
@@ -41,12 +42,14 @@ PROCESSING_FAILURE = 0x0110
 
 class StorageCommitmentSCP:
     def __init__(
-        self, settings: DicomSettings, index: Index, stats: ServiceStatistics, ae: AE
-    ) -> None:
+        self, settings: DicomSettings, index: Index, stats: ServiceStatistics, ae: AE,
+        committer: GroupCommitter,
+    ) -> None:  # fmt: skip
         self.settings = settings
         self.index = index
         self.stats = stats
         self.ae = ae
+        self.committer = committer
         self._workers: list[threading.Thread] = []
 
     def handle_action(self, event: Event) -> tuple[int, Dataset | None]:
@@ -85,6 +88,12 @@ class StorageCommitmentSCP:
         self, assoc: Association, requester: str, transaction_uid: str,
         refs: Sequence[tuple[str, str]],
     ) -> None:  # fmt: skip
+        # With StoreEarlySuccess an instance may be indexed but not yet durable: the
+        # report names it committed only once its group has synced it.
+        bound = self.settings.dimse_timeout
+        if not self.committer.wait_durable((iuid for _, iuid in refs), bound):
+            LOG.warning("storage commitment %s for %s: instances not durable after %.0f s; "
+                        "reporting them as is", transaction_uid, requester, bound)  # fmt: skip
         try:
             committed, failed = self.index.commit_instances(transaction_uid, requester, refs)
         except Exception:

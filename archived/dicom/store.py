@@ -1,148 +1,218 @@
-"""C-STORE SCP: keep the received bytes, durably, on ONLINE storage; index; then Success."""
+"""C-STORE SCP: each instance written once on ONLINE storage, indexed, durable, then Success.
+
+``open_incoming`` runs on the DUL thread when a C-STORE-RQ's command set is in and
+decides where its data set goes (archived.dicom.incoming streams it there). ``handle``
+runs on the association thread once the data set is complete: it checks what the walk
+found, links the file into its directory and waits for its group commit
+(archived.dicom.groupcommit) before it answers.
+"""
 
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import time
-from collections.abc import Iterator
-from pathlib import Path
+from typing import Any
 
-from pydicom import dcmread
-from pydicom.errors import InvalidDicomError
+from pydicom.dataset import Dataset
+from pynetdicom.association import Association
 from pynetdicom.events import Event
 
-from archived.dicom.encoding import check_structure, dataset_offset, file_meta_bytes
-from archived.dicom.errors import MalformedDatasetError, NoStorageError
+from archived.dicom.errors import NoStorageError
+from archived.dicom.groupcommit import GroupCommitter, PendingInstance
+from archived.dicom.hashing import HashWorkers
+from archived.dicom.incoming import (
+    DATASET_MISMATCH,
+    OUT_OF_RESOURCES,
+    IncomingInstance,
+    Refusal,
+    StoreRefused,
+    uid_problem,
+)
 from archived.dicom.peer import describe_peer, peer_permissions
 from archived.dicom.settings import DicomSettings
-from archived.dicom.stats import ServiceStatistics
+from archived.dicom.stats import ServiceStatistics, StoreTimings
+from archived.dicom.summary import summary_of
 from archived.index import (
     ONLINE_STORAGE,
     FileSystemRecord,
     Index,
-    MissingAttributeError,
+    InstanceAttributes,
     NewFile,
-    attributes_of,
+    NewInstance,
+    StoreOutcome,
 )
-from archived.storage import StorageError, instance_dir, read_chunks, remove_file, write_instance
+from archived.storage import (
+    instance_dir,
+    java_string_hash,
+    make_instance_dir,
+    remove_file,
+)
 
 LOG = logging.getLogger("archived.dicom.store")
 
 SUCCESS = 0x0000
 NOT_AUTHORISED = 0x0124
-OUT_OF_RESOURCES = 0xA700
-DATASET_MISMATCH = 0xA900
-CANNOT_UNDERSTAND = 0xC210
+CANNOT_UNDERSTAND = 0xC000
 
 
 class StoreSCP:
-    """Handler for evt.EVT_C_STORE (with STORE_RECV_CHUNKED_DATASET on)."""
+    """Handler for evt.EVT_C_STORE, and the sink factory of archived.dicom.reactor."""
 
-    def __init__(self, settings: DicomSettings, index: Index, stats: ServiceStatistics) -> None:
+    def __init__(
+        self, settings: DicomSettings, index: Index, stats: ServiceStatistics,
+        committer: GroupCommitter, timings: StoreTimings, hashing: HashWorkers,
+    ) -> None:  # fmt: skip
+        self.hashing = hashing
         self.settings = settings
         self.index = index
         self.stats = stats
+        self.committer = committer
+        self.timings = timings
 
-    def online_filesystem(self, size: int) -> FileSystemRecord:
-        """The first writable ONLINE file system with room for ``size`` bytes."""
+    def online_filesystem(self) -> FileSystemRecord:
+        """The first writable ONLINE file system with space left."""
         for fs in self.index.filesystems(ONLINE_STORAGE):
             if fs.status != "RW" or fs.is_tar:
                 continue
             try:
-                if shutil.disk_usage(fs.root).free > size:
+                if shutil.disk_usage(fs.root).free > 0:
                     return fs
             except OSError as exc:
                 LOG.warning("ONLINE file system %s (%s) is not usable: %s", fs.uuid, fs.path, exc)
         raise NoStorageError(
-            f"no writable ONLINE_STORAGE file system with {size} bytes free; "
+            "no writable ONLINE_STORAGE file system with free space; "
             "add one with `archivectl fs add --group ONLINE_STORAGE PATH`"
         )
 
-    def handle(self, event: Event) -> int:
+    # -- DUL thread ---------------------------------------------------------------------
+
+    def open_incoming(
+        self, assoc: Association, context_id: int, command: Dataset
+    ) -> IncomingInstance:
+        sop_iuid = str(command.AffectedSOPInstanceUID or "")
+        sop_cuid = str(command.AffectedSOPClassUID or "")
+        context = assoc._accepted_cx.get(context_id)
+        tsuid = str(context.transfer_syntax[0]) if context is not None else "1.2.840.10008.1.2"
+        args: dict[str, Any] = {
+            "sop_cuid": sop_cuid, "sop_iuid": sop_iuid, "tsuid": tsuid,
+            "calling_aet": str(assoc.requestor.ae_title).strip(),
+            "max_inflated": self.settings.max_inflated_size,
+        }  # fmt: skip
+        problem = uid_problem(sop_iuid)
+        if problem is not None:
+            refusal = Refusal(DATASET_MISMATCH, f"Affected SOP Instance UID {sop_iuid!r} {problem}")
+            return IncomingInstance(None, refusal=refusal, **args)
+        if self.settings.duplicate_policy == "ignore" and self.index.instance_exists(sop_iuid):
+            return IncomingInstance(None, duplicate=True, **args)
+        try:
+            return IncomingInstance(self.online_filesystem(), md5=self.hashing.md5(), **args)
+        except NoStorageError as exc:
+            return IncomingInstance(None, refusal=Refusal(OUT_OF_RESOURCES, str(exc)), **args)
+
+    # -- association thread -------------------------------------------------------------
+
+    def handle(self, event: Event) -> int | Dataset:
         peer = describe_peer(event.assoc)
-        request = event.request
-        sop_iuid = str(request.AffectedSOPInstanceUID)
+        sop_iuid = str(event.request.AffectedSOPInstanceUID)
+        take = getattr(event.assoc.dimse, "take", None)
+        incoming: IncomingInstance | None = take(event.request.MessageID) if take else None
+        summary = summary_of(event.assoc)
+        if incoming is None:
+            LOG.error("C-STORE of %s from %s: no data set was received", sop_iuid, peer)
+            return _status(CANNOT_UNDERSTAND, "no data set received")
+        summary.add("bytes", incoming.received)
         permissions = peer_permissions(self.settings, event.assoc)
         if permissions is not None and not permissions.store:
+            incoming.discard()
             LOG.warning("C-STORE of %s from %s refused: not allowed to store", sop_iuid, peer)
             self.stats.count("store_refused")
+            summary.add("failed")
             return NOT_AUTHORISED
         try:
-            status = self._store(event, sop_iuid, str(event.assoc.requestor.ae_title))
-        except MalformedDatasetError as exc:
-            LOG.warning("C-STORE of %s from %s failed: %s", sop_iuid, peer, exc)
-            status = CANNOT_UNDERSTAND
-        except NoStorageError as exc:
-            LOG.error("C-STORE of %s from %s failed: %s", sop_iuid, peer, exc)
-            status = OUT_OF_RESOURCES
-        except (StorageError, OSError) as exc:
-            LOG.error("C-STORE of %s from %s failed: %s", sop_iuid, peer, exc)
-            status = OUT_OF_RESOURCES
-        except Exception:  # a handler must answer with a status, never raise
-            LOG.exception("C-STORE of %s from %s failed unexpectedly", sop_iuid, peer)
-            status = OUT_OF_RESOURCES
-        self.stats.count("stored" if status == SUCCESS else "store_failed")
+            status = self._store(event, incoming)
+        except StoreRefused as refused:
+            incoming.discard()
+            r = refused.refusal
+            log = LOG.error if r.status == OUT_OF_RESOURCES else LOG.warning
+            log("C-STORE of %s from %s refused (0x%04X): %s", sop_iuid, peer, r.status, r.reason)
+            self.stats.count("store_failed")
+            summary.add("failed")
+            return _status(r.status, r.reason)
+        except Exception as exc:  # a handler must answer with a status, never raise
+            incoming.discard()
+            LOG.error("C-STORE of %s from %s failed: %s", sop_iuid, peer, exc,
+                      exc_info=not isinstance(exc, OSError))  # fmt: skip
+            self.stats.count("store_failed")
+            summary.add("failed")
+            return _status(OUT_OF_RESOURCES, f"cannot store: {exc}")
+        self.stats.count("stored")
+        summary.add("stored")
         return status
 
-    def _store(self, event: Event, sop_iuid: str, calling_aet: str) -> int:
-        replace = self.settings.duplicate_policy == "replace"
-        if not replace and self.index.instance_exists(sop_iuid):
-            LOG.info("duplicate %s from %s ignored", sop_iuid, describe_peer(event.assoc))
+    def _store(self, event: Event, incoming: IncomingInstance) -> int:
+        if incoming.duplicate:
+            LOG.info("duplicate %s from %s ignored", incoming.sop_iuid, describe_peer(event.assoc))
             self.stats.count("duplicates_ignored")
             return SUCCESS
-        source: Path = event.dataset_path
-        tsuid = str(event.context.transfer_syntax)
-        sop_cuid = str(event.request.AffectedSOPClassUID)
-        with open(source, "rb") as stream:
-            offset = dataset_offset(stream)
-            check_structure(stream, offset, tsuid)
-            stream.seek(0)
-            try:
-                ds = dcmread(stream, stop_before_pixels=True)
-                attrs = attributes_of(ds)
-            except MissingAttributeError as exc:
-                raise MalformedDatasetError(str(exc)) from exc
-            except (InvalidDicomError, ValueError, KeyError, TypeError) as exc:
-                raise MalformedDatasetError(f"data set cannot be decoded: {exc}") from exc
-            if attrs.sop_iuid != sop_iuid or attrs.sop_cuid != sop_cuid:
-                LOG.warning(
-                    "C-STORE from %s: data set is %s of class %s, the request says %s of %s",
-                    describe_peer(event.assoc), attrs.sop_iuid, attrs.sop_cuid, sop_iuid,
-                    sop_cuid,
-                )  # fmt: skip
-                return DATASET_MISMATCH
-            meta = file_meta_bytes(sop_cuid, sop_iuid, tsuid, calling_aet)
-            size = len(meta) + os.fstat(stream.fileno()).st_size - offset
-            fs = self.online_filesystem(size)
-
-            def chunks() -> Iterator[bytes]:
-                yield meta
-                yield from read_chunks(stream, offset)
-
-            stored = write_instance(
-                fs.root,
-                instance_dir(attrs.study_iuid, attrs.series_iuid, time.time()),
-                sop_iuid,
-                chunks(),
-            )
-        new_file = NewFile(fs.pk, stored.filepath, tsuid, stored.md5, stored.size)
+        attrs = incoming.attributes()
+        staged = incoming.staged
+        assert staged is not None
+        started = time.perf_counter()
+        relative_dir = instance_dir(attrs.study_iuid, attrs.series_iuid, time.time())
+        directory = make_instance_dir(incoming.root, relative_dir)
+        early = self.settings.early_success
+        if not early:
+            staged.datasync()
+        name = staged.link(directory, java_string_hash(attrs.sop_iuid))
+        synced = time.perf_counter()
+        assert incoming.filesystem is not None
+        new_file = NewFile(incoming.filesystem.pk, f"{relative_dir}/{name}", incoming.tsuid,
+                           incoming.md5, staged.size)  # fmt: skip
+        replace = self.settings.duplicate_policy == "replace"
         try:
-            outcome = self.index.store_instance(
-                attrs, new_file, src_aet=calling_aet, replace=replace
-            )
+            if early:
+                outcome = self.index.store_instance(
+                    attrs, new_file, src_aet=incoming.calling_aet, replace=replace, durable=False
+                )
+                incoming.staged = None  # the committer closes it once durable
+                self.committer.make_durable(
+                    PendingInstance(attrs.sop_iuid, directory, staged=staged)
+                )
+                group_wait = 0.0
+            else:
+                pending = PendingInstance(
+                    attrs.sop_iuid, directory,
+                    instance=NewInstance(attrs, new_file, incoming.calling_aet, replace),
+                )  # fmt: skip
+                outcome = self.committer.commit(pending)
+                group_wait = time.perf_counter() - synced
         except BaseException:
-            remove_file(fs.root, stored.filepath, _log_unlink_failure)
+            remove_file(incoming.root, new_file.filepath, _log_unlink_failure)
             raise
+        self.timings.add(incoming.timing, synced - started, group_wait, staged.size)
+        incoming.discard()
+        self._superseded(incoming, new_file, outcome, attrs)
+        return SUCCESS
+
+    def _superseded(
+        self, incoming: IncomingInstance, new_file: NewFile, outcome: StoreOutcome,
+        attrs: InstanceAttributes,
+    ) -> None:  # fmt: skip
         if outcome.ignored:  # a concurrent association stored it first
-            remove_file(fs.root, stored.filepath, _log_unlink_failure)
+            remove_file(incoming.root, new_file.filepath, _log_unlink_failure)
             self.stats.count("duplicates_ignored")
         for old in outcome.replaced_files:
             if not old.filesystem.is_tar:
                 remove_file(old.filesystem.root, old.filepath, _log_unlink_failure)
             self.stats.count("duplicates_replaced")
-        return SUCCESS
+
+
+def _status(status: int, comment: str) -> Dataset:
+    ds = Dataset()
+    ds.Status = status
+    ds.ErrorComment = comment.encode("ascii", "replace").decode()[:64]  # LO, default repertoire
+    return ds
 
 
 def _log_unlink_failure(exc: OSError) -> None:

@@ -66,9 +66,7 @@ class AcceptedSyntaxes:
         )
 
     def takes_uncompressed(self, sop_cuid: str) -> bool:
-        return any(
-            not ts.is_compressed and ts.is_little_endian for ts in self.of_class(sop_cuid)
-        )
+        return any(not ts.is_compressed and ts.is_little_endian for ts in self.of_class(sop_cuid))
 
 
 class SubAssociation:

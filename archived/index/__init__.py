@@ -3,6 +3,7 @@
 Public API (everything else is internal):
     Index(path)                       open or create (and upgrade) an index file
     FileStatus, FileRecord, FileSystemRecord, FileSystemSpec, InstanceAttributes, NewFile,
+    NewInstance,
     StoreOutcome                      the records it hands out and takes
     attributes_of(dataset)            the indexed attributes of a pydicom Dataset
     ONLINE_STORAGE, NEARLINE_STORAGE  file system group names
@@ -28,6 +29,7 @@ from archived.index.model import (
     FileSystemSpec,
     InstanceAttributes,
     NewFile,
+    NewInstance,
     StoreOutcome,
 )
 
@@ -45,6 +47,7 @@ __all__ = [
     "InstanceAttributes",
     "MissingAttributeError",
     "NewFile",
+    "NewInstance",
     "SchemaVersionError",
     "StoreOutcome",
     "UnknownFileSystemError",

@@ -8,10 +8,11 @@ in-process lock, which keeps write transactions short and ordered; readers never
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from archived.index.model import (
     FileSystemSpec,
     InstanceAttributes,
     NewFile,
+    NewInstance,
     StoreOutcome,
 )
 
@@ -93,17 +95,27 @@ class Index:
         return conn
 
     @contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction: committed on success, rolled back on any exception."""
+    def write(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """One write transaction: committed on success, rolled back on any exception.
+
+        ``durable=False``: the commit does not wait for the disk (synchronous=NORMAL);
+        it becomes durable with the next ``sync_wal`` or durable commit.
+        """
         with self._write_lock:
             conn = self._conn()
-            conn.execute("BEGIN IMMEDIATE")
+            if not durable:
+                conn.execute("PRAGMA synchronous = NORMAL")
             try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+            finally:
+                if not durable:
+                    conn.execute("PRAGMA synchronous = FULL")
 
     def read(self) -> sqlite3.Connection:
         """This thread's connection, for queries (autocommit: each SELECT sees the latest)."""
@@ -163,11 +175,15 @@ class Index:
         return [FileSystemRecord(*row) for row in self.read().execute(sql + " ORDER BY pk", args)]
 
     def filesystem(self, uuid: str) -> FileSystemRecord:
-        row = self.read().execute(
-            "SELECT pk, fs_uuid, fs_group_id, dirpath, fs_status FROM filesystem "
-            "WHERE fs_uuid = ?",
-            (uuid,),
-        ).fetchone()
+        row = (
+            self.read()
+            .execute(
+                "SELECT pk, fs_uuid, fs_group_id, dirpath, fs_status FROM filesystem "
+                "WHERE fs_uuid = ?",
+                (uuid,),
+            )
+            .fetchone()
+        )
         if row is None:
             raise UnknownFileSystemError(
                 f"file system {uuid} is not in the index; add it with `archivectl fs add` "
@@ -189,35 +205,85 @@ class Index:
         src_aet: str = "",
         replace: bool = False,
         now: float | None = None,
+        durable: bool = True,
     ) -> StoreOutcome:
         """Index a received instance and its first file in one transaction.
 
         A SOP Instance UID already indexed is ignored (``replace=False``) or has its
         attributes updated and its previous files superseded (``replace=True``).
+        ``durable=False`` commits without syncing the WAL (the opt-in early Success of
+        archived.dicom.groupcommit); ``sync_wal`` makes such commits durable later.
         """
         now = time.time() if now is None else now
+        with self.write(durable=durable) as conn:
+            return self._store_one(conn, attrs, new_file, src_aet, replace, now)
+
+    def store_instances(
+        self, batch: Sequence[NewInstance], now: float | None = None,
+        before_commit: Callable[[], object] | None = None,
+    ) -> list[StoreOutcome | Exception]:  # fmt: skip
+        """Index several instances in one transaction (group commit); a row that fails
+        (a constraint, say) fails alone, under its own savepoint. ``before_commit`` runs
+        last inside the transaction (the group's fsyncs finish there); if it raises,
+        nothing is committed."""
+        now = time.time() if now is None else now
+        results: list[StoreOutcome | Exception] = []
         with self.write() as conn:
-            study_pk = self._upsert_study(conn, attrs, now)
-            series_pk = self._upsert_series(conn, attrs, study_pk, src_aet, now)
-            row = conn.execute(
-                "SELECT pk, series_fk FROM instance WHERE sop_iuid = ?", (attrs.sop_iuid,)
-            ).fetchone()
-            replaced: tuple[FileRecord, ...] = ()
-            if row is None:
-                instance_pk = self._insert_instance(conn, attrs, series_pk, study_pk, now)
-            elif not replace:
-                return StoreOutcome(instance_pk=row[0], file_pk=None, ignored=True)
-            else:
-                instance_pk = row[0]
-                replaced = self._supersede(conn, instance_pk, row[1], attrs, series_pk, now)
-            file_pk = self._insert_file(conn, instance_pk, new_file, now)
-            conn.execute(
-                """INSERT INTO study_on_fs (study_fk, filesystem_fk, access_time)
-                   VALUES (?, ?, ?)
-                   ON CONFLICT (study_fk, filesystem_fk) DO UPDATE SET
-                     access_time = excluded.access_time""",
-                (study_pk, new_file.filesystem_pk, now),
-            )
+            for item in batch:
+                conn.execute("SAVEPOINT one_instance")
+                try:
+                    outcome = self._store_one(
+                        conn, item.attrs, item.new_file, item.src_aet, item.replace, now
+                    )
+                except sqlite3.Error as exc:
+                    conn.execute("ROLLBACK TO one_instance")
+                    conn.execute("RELEASE one_instance")
+                    results.append(exc)
+                    continue
+                conn.execute("RELEASE one_instance")
+                results.append(outcome)
+            if before_commit is not None:
+                before_commit()
+        return results
+
+    def sync_wal(self) -> None:
+        """Make every commit so far durable: fsync the write-ahead log (and the database
+        file, which a checkpoint may have written). Used after ``durable=False`` commits."""
+        for path in (self.path.with_name(self.path.name + "-wal"), self.path):
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def _store_one(
+        self, conn: sqlite3.Connection, attrs: InstanceAttributes, new_file: NewFile,
+        src_aet: str, replace: bool, now: float,
+    ) -> StoreOutcome:  # fmt: skip
+        study_pk = self._upsert_study(conn, attrs, now)
+        series_pk = self._upsert_series(conn, attrs, study_pk, src_aet, now)
+        row = conn.execute(
+            "SELECT pk, series_fk FROM instance WHERE sop_iuid = ?", (attrs.sop_iuid,)
+        ).fetchone()
+        replaced: tuple[FileRecord, ...] = ()
+        if row is None:
+            instance_pk = self._insert_instance(conn, attrs, series_pk, study_pk, now)
+        elif not replace:
+            return StoreOutcome(instance_pk=row[0], file_pk=None, ignored=True)
+        else:
+            instance_pk = row[0]
+            replaced = self._supersede(conn, instance_pk, row[1], attrs, series_pk, now)
+        file_pk = self._insert_file(conn, instance_pk, new_file, now)
+        conn.execute(
+            """INSERT INTO study_on_fs (study_fk, filesystem_fk, access_time)
+               VALUES (?, ?, ?)
+               ON CONFLICT (study_fk, filesystem_fk) DO UPDATE SET
+                 access_time = excluded.access_time""",
+            (study_pk, new_file.filesystem_pk, now),
+        )
         return StoreOutcome(instance_pk, file_pk, ignored=False, replaced_files=replaced)
 
     def _upsert_study(self, conn: sqlite3.Connection, a: InstanceAttributes, now: float) -> int:
@@ -330,9 +396,7 @@ class Index:
         return old_files
 
     @staticmethod
-    def _insert_file(
-        conn: sqlite3.Connection, instance_pk: int, f: NewFile, now: float
-    ) -> int:
+    def _insert_file(conn: sqlite3.Connection, instance_pk: int, f: NewFile, now: float) -> int:
         return int(
             conn.execute(
                 """INSERT INTO file (instance_fk, filesystem_fk, filepath, file_tsuid, file_md5,

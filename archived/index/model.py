@@ -110,6 +110,16 @@ class NewFile:
 
 
 @dataclass(frozen=True)
+class NewInstance:
+    """One instance of a group commit: its attributes, its file and how to store it."""
+
+    attrs: InstanceAttributes
+    new_file: NewFile
+    src_aet: str = ""
+    replace: bool = False
+
+
+@dataclass(frozen=True)
 class StoreOutcome:
     """What indexing a received instance did.
 

@@ -24,6 +24,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -38,6 +39,7 @@ from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind  # n
 from archived.dicom import ArchiveServer, DicomSettings, RemoteAE  # noqa: E402
 from archived.dicom.connection import CONNECTION_HANDLERS  # noqa: E402
 from archived.index import ONLINE_STORAGE, FileSystemSpec, Index  # noqa: E402
+from archived.storage import StagedFile, fsync_dir, java_string_hash  # noqa: E402
 from tests.dicom.data import ct_study  # noqa: E402
 
 MAX_PDU = 128 * 1024
@@ -102,6 +104,10 @@ def best_of(rounds: int, run) -> float:
     return min(run() for _ in range(rounds))
 
 
+def span(values: list[float]) -> str:
+    return f"{min(values):.2f}-{max(values):.2f}"
+
+
 def ingest_storescp(work: Path, files: list[Path], parallel: int) -> float:
     out = work / f"storescp-{parallel}-{time.monotonic_ns()}"
     scp = StoreSCP(out, fork=parallel > 1)
@@ -112,41 +118,91 @@ def ingest_storescp(work: Path, files: list[Path], parallel: int) -> float:
         shutil.rmtree(out)
 
 
-def ingest_archived(work: Path, files: list[Path], parallel: int, receive_only: bool) -> float:
+def ingest_archived(
+    work: Path, files: list[Path], parallel: int, mode: str = "durable"
+) -> tuple[float, dict]:
+    """Seconds for storescu to send ``files`` to archived; mode 'durable' (default
+    settings), 'early' (StoreEarlySuccess) or 'ceiling' (receive + fsync only)."""
     root = work / f"archive-{parallel}-{time.monotonic_ns()}"
-    server, index = start_archive(root, receive_only=receive_only)
+    server, index = start_archive(root, mode=mode)
     try:
-        return storescu(server.port, "ARCHIVED", files, parallel)
+        elapsed = storescu(server.port, "ARCHIVED", files, parallel)
+        return elapsed, server.statistics()
     finally:
         server.stop()
         index.close()
         shutil.rmtree(root)
 
 
-def bench_ingest(work: Path, files: list[Path], rounds: int) -> tuple[float, float]:
-    """Print ingest figures; return archived's MB/s over one association and storescp's
-    seconds per instance."""
+class CeilingSink:
+    """What any durable receiver must do: write the bytes once, fdatasync, link, fsync the
+    directory. No MD5, no structure walk, no index."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.staged = StagedFile(root)
+
+    def write(self, fragment: memoryview) -> None:
+        self.staged.write(fragment)
+
+    def finish(self) -> None:
+        pass
+
+    def discard(self) -> None:
+        self.staged.close()
+
+
+def ceiling_store(event) -> int:
+    sink = event.assoc.dimse.take(event.request.MessageID)
+    sink.staged.datasync()
+    sink.staged.link(sink.root, java_string_hash(str(event.request.AffectedSOPInstanceUID)))
+    fsync_dir(sink.root)
+    sink.discard()
+    return 0x0000
+
+
+def bench_ingest(work: Path, label: str, files: list[Path], rounds: int, parallel_runs) -> dict:
+    """Side by side, `rounds` times: storescp vs archived (and its variants)."""
     total = sum(p.stat().st_size for p in files)
-    print(f"C-STORE ingest: {len(files)} instances, {total / MB:.0f} MB, max PDU {MAX_PDU}")
-    archive_mbps_1 = storescp_per_instance = 0.0
-    for parallel in (1, 4):
-        t_base = best_of(rounds, lambda p=parallel: ingest_storescp(work, files, p))
-        t_arch = best_of(rounds, lambda p=parallel: ingest_archived(work, files, p, False))
-        t_ceil = best_of(rounds, lambda p=parallel: ingest_archived(work, files, p, True))
-        if parallel == 1:
-            archive_mbps_1 = total / t_arch / MB
-            storescp_per_instance = t_base / len(files)
-        goal = "  (goal >= 0.5x)" if parallel == 1 else ""
-        print(f"  {parallel} association(s): storescp {total / t_base / MB:7.1f} MB/s, "
-              f"archived {total / t_arch / MB:7.1f} MB/s ({len(files) / t_arch:6.1f} inst/s)"
-              f"  ratio {t_base / t_arch:.2f}x{goal}")
-        print(f"     pynetdicom receiving only (handler keeps nothing): "
-              f"{total / t_ceil / MB:7.1f} MB/s, ratio {t_base / t_ceil:.2f}x")
-    return archive_mbps_1, storescp_per_instance
+    print(f"C-STORE ingest, {label}: {len(files)} instances, {total / MB:.0f} MB, "
+          f"max PDU {MAX_PDU}")  # fmt: skip
+    results: dict = {}
+    for parallel, modes, goals in parallel_runs:
+        ratios: dict[str, list[float]] = {m: [] for m in modes}
+        rates: dict[str, list[float]] = {m: [] for m in ("storescp", *modes)}
+        stats: dict[str, dict] = {}
+        for _ in range(rounds):
+            t_base = ingest_storescp(work, files, parallel)
+            rates["storescp"].append(len(files) / t_base)
+            for mode in modes:
+                t, stats[mode] = ingest_archived(work, files, parallel, mode)
+                ratios[mode].append(t_base / t)
+                rates[mode].append(len(files) / t)
+        base = "storescp --fork" if parallel > 1 else "storescp"
+        print(f"  {parallel} association(s): {base} {span(rates['storescp'])} inst/s")
+        for mode in modes:
+            goal = goals.get(mode, "")
+            print(f"    archived {mode:8s} {span(rates[mode]):>15s} inst/s  ratio "
+                  f"{span(ratios[mode])}x{goal}")  # fmt: skip
+        if "ceiling" in modes and "durable" in modes:
+            share = [d / c for d, c in zip(ratios["durable"], ratios["ceiling"], strict=True)]
+            print(f"    archived durable / ceiling (receive + fsync only): {span(share)}"
+                  "  (goal >= 0.85)")  # fmt: skip
+        if "durable" in stats:
+            t = stats["durable"]["store_timings"]
+            parts = {k: t[f"{k}_ms"] for k in ("network", "write", "fsync", "index")}
+            whole = sum(parts.values()) or 1.0
+            print("    per instance (durable): " + ", ".join(
+                f"{k} {v:.2f} ms ({100 * v / whole:.0f}%)" for k, v in parts.items()))
+            g = stats["durable"]["group_commit"]
+            print(f"    group commit: {g['groups']} groups, mean {g['mean_group']} "
+                  f"instances, largest {g['largest_group']}")  # fmt: skip
+        results[parallel] = (rates, ratios)
+    return results
 
 
 def start_archive(
-    root: Path, dest_port: int | None = None, receive_only: bool = False
+    root: Path, dest_port: int | None = None, mode: str = "durable"
 ) -> tuple[ArchiveServer, Index]:
     (root / "online").mkdir(parents=True)
     index = Index(root / "index.sqlite")
@@ -154,12 +210,67 @@ def start_archive(
     remotes = [RemoteAE("MODALITY", "127.0.0.1", None)]
     if dest_port:
         remotes.append(RemoteAE("STORESCP", "127.0.0.1", dest_port))
-    settings = DicomSettings(port=0, max_pdu=MAX_PDU, remote_aes=tuple(remotes))
+    settings = DicomSettings(port=0, max_pdu=MAX_PDU, remote_aes=tuple(remotes),
+                             early_success=mode == "early")  # fmt: skip
     server = ArchiveServer(settings, index)
-    if receive_only:  # pynetdicom's own cost: the store handler keeps nothing
-        server.store.handle = lambda event: 0x0000  # type: ignore[method-assign]
+    if mode == "ceiling":
+        online = root / "online"
+        server.store.open_incoming = lambda assoc, cx, cmd: CeilingSink(online)  # type: ignore[method-assign]
+        server.store.handle = ceiling_store  # type: ignore[method-assign]
     server.start()
     return server, index
+
+
+def rss_during_large_instance(work: Path, size: int) -> None:
+    """Resident set of this process (archived runs in it) while storescu sends one
+    multi-frame instance of ``size`` bytes of pixel data."""
+    path = work / "large.dcm"
+    frames = size // (512 * 512 * 2)
+    ds = ct_study(work / "large-src", 1, rows=512, columns=512)[0]
+    head = pydicom.dcmread(ds)
+    head.NumberOfFrames = frames
+    del head.PixelData
+    head.save_as(path, enforce_file_format=True)
+    with open(path, "ab") as out:  # Pixel Data (OW), written without holding it in memory
+        length = frames * 512 * 512 * 2
+        out.write(b"\xe0\x7f\x10\x00OW\x00\x00" + length.to_bytes(4, "little"))
+        block = b"\x01\x00" * (1 << 19)
+        for _ in range(length // len(block)):
+            out.write(block)
+        out.write(block[: length % len(block)])
+    root = work / "archive-large"
+    server, index = start_archive(root)
+    peak = [0]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(0.05):
+            peak[0] = max(peak[0], rss())
+
+    idle = rss()
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        elapsed = storescu(server.port, "ARCHIVED", [path], 1)
+    finally:
+        stop.set()
+        sampler.join()
+        server.stop()
+        index.close()
+        shutil.rmtree(root)
+        path.unlink()
+    print(f"Memory: one {path.stat().st_size / 2**30 if path.exists() else size / 2**30:.1f} GiB "
+          f"multi-frame instance received in {elapsed:.1f} s; resident set idle "
+          f"{idle / 2**20:.0f} MiB, peak {peak[0] / 2**20:.0f} MiB, "
+          f"+{(peak[0] - idle) / 2**20:.0f} MiB (goal <= 100 MiB)")  # fmt: skip
+
+
+def rss() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
 
 
 def bench_move(work: Path, files: list[Path], ingest_mbps: float) -> None:
@@ -222,31 +333,6 @@ def populate(index_path: Path, studies: int) -> None:
     conn.close()
 
 
-def fsync_cost(work: Path, storescp_per_instance: float) -> None:
-    """What making one instance durable costs on this disk (fsync of a new 512 KiB file and
-    of its directory, the write itself not counted), and the ratio to storescp that leaves
-    at best: one association waits for each Success, so every instance costs at least
-    what storescp spends on it plus these fsyncs."""
-    directory = work / "fsync"
-    directory.mkdir()
-    synced = 0.0
-    for n in range(50):
-        with open(directory / f"f{n}", "wb") as f:
-            f.write(b"\0" * 512 * 1024)
-            f.flush()
-            start = time.perf_counter()
-            os.fsync(f.fileno())
-        fd = os.open(directory, os.O_RDONLY)
-        os.fsync(fd)
-        os.close(fd)
-        synced += time.perf_counter() - start
-    per = synced / 50
-    ceiling = storescp_per_instance / (storescp_per_instance + per)
-    print(f"  this disk: fsync of a new 512 KiB file + its directory = {per * 1000:.2f} ms; "
-          f"storescp spends {storescp_per_instance * 1000:.2f} ms per instance, so a receiver "
-          f"that fsyncs before Success reaches at most {ceiling:.2f}x over one association")
-
-
 def bench_find(work: Path, studies: int) -> None:
     root = work / "find"
     server, index = start_archive(root)
@@ -291,16 +377,36 @@ def bench_find(work: Path, studies: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--instances", type=int, default=300)
+    parser.add_argument("--small", type=int, default=3000, help="16 KiB instances")
     parser.add_argument("--studies", type=int, default=100_000)
-    parser.add_argument("--rounds", type=int, default=2, help="best of N for ingest")
+    parser.add_argument("--large-gib", type=float, default=2.0)
+    parser.add_argument("--rounds", type=int, default=3, help="repeats of each ingest run")
+    parser.add_argument("--only", choices=("ingest", "small", "memory", "move", "find"),
+                        action="append", help="run only these parts (default: all)")
     args = parser.parse_args()
+    parts = set(args.only or ("ingest", "small", "memory", "move", "find"))
     with tempfile.TemporaryDirectory(prefix="bench-dicom-", dir=os.environ.get("TMPDIR")) as tmp:
         work = Path(tmp)
         files = ct_study(work / "study", args.instances, rows=512, columns=512)
-        ingest_mbps, storescp_per_instance = bench_ingest(work, files, args.rounds)
-        fsync_cost(work, storescp_per_instance)
-        bench_move(work, files, ingest_mbps)
-        bench_find(work, args.studies)
+        ingest_mbps = 0.0
+        if "ingest" in parts:
+            results = bench_ingest(work, "512 KiB CT", files, args.rounds, [
+                (1, ("durable", "ceiling", "early"),
+                 {"durable": "  (goal >= 0.4x)", "early": "  (goal >= 0.7x)"}),
+                (4, ("durable",), {"durable": "  (goal >= 0.5x vs storescp --fork)"}),
+            ])  # fmt: skip
+            total = sum(p.stat().st_size for p in files)
+            ingest_mbps = max(results[1][0]["durable"]) * total / len(files) / MB
+        if "small" in parts:
+            small = ct_study(work / "small", args.small, rows=64, columns=128)
+            bench_ingest(work, "16 KiB", small, args.rounds,
+                         [(1, ("durable",), {"durable": "  (goal >= 0.3x)"})])  # fmt: skip
+        if "memory" in parts:
+            rss_during_large_instance(work, int(args.large_gib * 2**30))
+        if "move" in parts:
+            bench_move(work, files, ingest_mbps or 1.0)
+        if "find" in parts:
+            bench_find(work, args.studies)
 
 
 if __name__ == "__main__":
