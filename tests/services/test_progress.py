@@ -38,10 +38,14 @@ def test_filecopy_reports_each_series_through_the_callback(
     events: list[Progress] = []
     FileCopyService(bed.index, bed.settings).run(progress=events.append)
     assert [(e.service, e.unit, e.done, e.total) for e in events] == [
-        ("filecopy", "series", 0, 2), ("filecopy", "series", 1, 2), ("filecopy", "series", 2, 2)]
+        ("filecopy", "series", 0, 2),
+        ("filecopy", "series", 1, 2),
+        ("filecopy", "series", 2, 2),
+    ]
     assert events[0].item == ""
     assert sorted(e.item for e in events[1:]) == [
-        f"series {series}: 2 instance(s) copied" for series in series_of(bed, study)]
+        f"series {series}: 2 instance(s) copied" for series in series_of(bed, study)
+    ]
     assert capsys.readouterr() == ("", "")  # nothing printed
 
 
@@ -68,13 +72,15 @@ def test_deleter_reports_each_study_it_decides_on(bed: Bed) -> None:
     online.deletion_rules.delete_study_only_if_copy_on_file_system_of_file_system_group = (
         NEARLINE_STORAGE
     )
+    online.deletion_rules.delete_study_only_if_copy_archived = False  # the copies are TO_ARCHIVE
     events: list[Progress] = []
     DeleterService(bed.index, bed.settings).run(dry_run=True, progress=events.append)
     assert [(e.unit, e.done, e.total) for e in events] == [("studies", 0, None),
                                                            ("studies", 1, None),
                                                            ("studies", 2, None)]  # fmt: skip
     assert sorted(e.item for e in events[1:]) == sorted(
-        f"study {s}: would be deleted from {ONLINE_STORAGE}" for s in (old, kept))
+        f"study {s}: would be deleted from {ONLINE_STORAGE}" for s in (old, kept)
+    )
 
 
 def steps(view: ProgressView) -> None:
@@ -137,9 +143,12 @@ def test_archivectl_run_writes_plain_progress_lines_to_a_pipe(bed: Bed, tmp_path
     start, *lines = err.decode().splitlines()
     assert start == "filecopy: 0/2 series"
     assert [line[: len("filecopy: 1/2 series: ")] for line in lines] == [
-        "filecopy: 1/2 series: ", "filecopy: 2/2 series: "]
-    assert sorted(line[len("filecopy: 1/2 series: "):] for line in lines) == [
-        f"series {series}: 2 instance(s) copied" for series in series_of(bed, study)]
+        "filecopy: 1/2 series: ",
+        "filecopy: 2/2 series: ",
+    ]
+    assert sorted(line[len("filecopy: 1/2 series: ") :] for line in lines) == [
+        f"series {series}: 2 instance(s) copied" for series in series_of(bed, study)
+    ]
     assert out.decode().startswith("filecopy: 4 instances, 2 series")
 
 
