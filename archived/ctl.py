@@ -19,7 +19,7 @@ from archived.conflocation import locate_config
 # Each module registers its sub-commands with `register(subparsers)`; one job per module.
 COMMAND_MODULES: tuple[str, ...] = (
     "archived.conf.commands",
-    "archived.dicom.commands",
+    "archived.views.commands",
     "archived.services.commands",
 )
 
