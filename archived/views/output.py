@@ -97,8 +97,8 @@ class Column:
     """A table column for `fitted_table`.
 
     ``shrink`` 0 never shrinks; a higher one gives way first, down to ``minimum``
-    characters, its cells cut with an ellipsis. An ``optional`` column is left out when
-    the others cannot fit even at their minimums (the highest ``shrink`` first).
+    characters, its cells cut with an ellipsis. An ``optional`` column is left out (the
+    highest ``shrink`` first) rather than make another column give way.
     """
 
     header: str
@@ -127,10 +127,13 @@ def fit_widths(columns: list[Column], width: int) -> list[int | None]:
     kept = list(columns)
     droppable = sorted((c for c in columns if c.optional), key=lambda c: -c.shrink)
 
-    def least(cols: list[Column]) -> int:
-        return sum(c.narrowest() for c in cols) + GAP * (len(cols) - 1)
+    def needed(cols: list[Column]) -> int:
+        """The others whole, the optional ones at their narrowest."""
+        return sum(c.narrowest() if c.optional else c.natural() for c in cols) + GAP * (
+            len(cols) - 1
+        )
 
-    while droppable and least(kept) > width:
+    while droppable and needed(kept) > width:  # an optional column never cuts another
         kept.remove(droppable.pop(0))
     widths = {id(c): c.natural() for c in kept}
     excess = sum(widths.values()) + GAP * (len(kept) - 1) - width

@@ -65,7 +65,7 @@ def test_what_a_person_typed_for_a_uid() -> None:
     assert humanize.uid_ending(" ...1234 ") == "1234"
 
 
-def test_tables_give_way_in_order_and_leave_out_optional_columns() -> None:
+def test_tables_leave_out_optional_columns_before_others_give_way() -> None:
     columns = [
         Column("id", ["…1234567890"]),  # 11, never shrinks
         Column("name", ["N" * 30], minimum=10, shrink=2),
@@ -74,8 +74,8 @@ def test_tables_give_way_in_order_and_leave_out_optional_columns() -> None:
     ]
     assert fit_widths(columns, 200) == [11, 30, 20, 40]  # room for all
     assert fit_widths(columns, 100) == [11, 30, 20, 33]  # notes give way first
-    assert fit_widths(columns, 70) == [11, 21, 20, 12]  # then name, down to its minimum
-    assert fit_widths(columns, 50) == [11, 10, 11, 12]  # all at their minimums still fit
-    assert fit_widths(columns, 45) == [11, 10, 20, None]  # they do not: notes are left out
+    assert fit_widths(columns, 79) == [11, 30, 20, 12]  # down to its minimum
+    assert fit_widths(columns, 70) == [11, 30, 20, None]  # rather than cut another: left out
+    assert fit_widths(columns, 50) == [11, 15, 20, None]  # then name gives way
     assert fit_widths(columns, 40) == [11, 10, 15, None]
     assert fit_widths(columns, 10) == [11, 10, 10, None]  # too narrow: as narrow as allowed
