@@ -135,11 +135,6 @@ class StagedFile:
             view = view[written:]
             self.size += written
 
-    def start_writeback(self) -> None:
-        """Let the kernel start writing what is there, so the final fsync has less to do."""
-        if hasattr(os, "sync_file_range"):  # Linux only; harmless to skip elsewhere
-            os.sync_file_range(self.fd, 0, 0, os.SYNC_FILE_RANGE_WRITE)
-
     def datasync(self) -> None:
         os.fdatasync(self.fd)
 

@@ -3,7 +3,8 @@
 # virtual environment at .venv of this checkout, then runs one job:
 #   bootstrap.sh run    hsmfs on the embedded default (a local directory as the object store)
 #                       plus archived listening for DICOM, in the foreground
-#   bootstrap.sh test   the whole test suite
+#   bootstrap.sh test   the static checks (ruff, ruff format, mypy), then the whole test suite
+#   bootstrap.sh check  the static checks alone
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,18 +36,29 @@ install_python_packages
 export PATH="$PATH:$PWD/$VENV/bin"
 PYTHON="$PWD/$VENV/bin/python"
 
+static_checks() {
+    echo "bootstrap: ruff check, ruff format --check, mypy"
+    "$VENV/bin/ruff" check .
+    "$VENV/bin/ruff" format --check .
+    "$VENV/bin/mypy"  # files and settings: [tool.mypy] in pyproject.toml
+}
+
 case "${1:-}" in
     run)
         shift
         exec "$PYTHON" -m archived.quickstart "$@"
         ;;
+    check)
+        static_checks
+        ;;
     test)
         shift
+        static_checks
         # pytest exits 5 when it collected nothing: that is a failure here, not a pass.
         exec "$PYTHON" -m pytest "$@"
         ;;
     *)
-        echo "usage: $0 run|test [ARGS...]" >&2
+        echo "usage: $0 run|test|check [ARGS...]" >&2
         exit 2
         ;;
 esac

@@ -55,8 +55,8 @@ def index_device(name: str, node: dict[str, Any]) -> DeviceIndex:
             for pos, ref in enumerate(value if many and isinstance(value, list) else [value]):
                 if ref is not None:
                     index.refs.append((f"{sub_path}/{key}" + (f"/{pos}" if many else ""), ref))
-        if cls is ApplicationEntity:
-            title = sub.get("dicomAETitle")
+        title = sub.get("dicomAETitle") if cls is ApplicationEntity else None
+        if title is not None:  # a missing title is the model check's to report
             if title in index.ae_titles:
                 raise IntegrityError(
                     f"AE title {title!r} is also used at {index.ae_titles[title]}; "

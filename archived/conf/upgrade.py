@@ -98,7 +98,7 @@ def _load_script(name: str) -> type[UpgradeScript]:
         getattr(cls, "upgrade", None)
     ):
         raise UpgradeError(f"upgrade script {name!r} needs a str `version` and `upgrade(context)`")
-    return cls  # type: ignore[no-any-return]
+    return cls
 
 
 def stored_version(store: ConfigStore) -> str | None:

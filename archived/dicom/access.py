@@ -51,7 +51,8 @@ class AccessControl:
             assoc.acceptor.supported_contexts = [
                 cx
                 for cx in assoc.acceptor.supported_contexts
-                if permitted(
+                if cx.abstract_syntax is not None  # a supported context always has one
+                and permitted(
                     cx.abstract_syntax,
                     remote.store,
                     remote.query,
@@ -70,5 +71,7 @@ class AccessControl:
     @staticmethod
     def _prefer_requestor_order(event: Event) -> None:
         assoc = event.assoc
-        requested = assoc.requestor.primitive.presentation_context_definition_list
+        primitive = assoc.requestor.primitive
+        assert primitive is not None  # an acceptor has the A-ASSOCIATE request by now
+        requested = primitive.presentation_context_definition_list
         prefer_requestor_order(assoc.acceptor.supported_contexts, requested)

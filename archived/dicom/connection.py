@@ -20,7 +20,7 @@ import socket
 from typing import Any
 
 from pynetdicom import evt
-from pynetdicom.events import Event
+from pynetdicom.events import Event, EventHandlerType
 
 
 def set_nodelay(event: Event) -> None:
@@ -60,7 +60,7 @@ def keep_responses_for_senders(event: Event) -> None:
             replacement.put(dimse.msg_queue.get_nowait())
         except queue.Empty:
             break
-    dimse.msg_queue = replacement
+    dimse.msg_queue = replacement  # type: ignore[assignment]  # same items, other get
 
 
 def prepare_connection(event: Event) -> None:
@@ -68,4 +68,4 @@ def prepare_connection(event: Event) -> None:
     keep_responses_for_senders(event)
 
 
-CONNECTION_HANDLERS = [(evt.EVT_CONN_OPEN, prepare_connection)]
+CONNECTION_HANDLERS: list[EventHandlerType] = [(evt.EVT_CONN_OPEN, prepare_connection)]

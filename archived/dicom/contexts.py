@@ -40,7 +40,9 @@ STORAGE_TRANSFER_SYNTAXES = [
     JPEGLSLossless, JPEGLSNearLossless, JPEG2000Lossless, JPEG2000, HTJ2KLossless,
     HTJ2KLosslessRPCL, HTJ2K, RLELossless,
 ]  # fmt: skip
-STORAGE_SOP_CLASSES = [cx.abstract_syntax for cx in AllStoragePresentationContexts]
+STORAGE_SOP_CLASSES = [
+    cx.abstract_syntax for cx in AllStoragePresentationContexts if cx.abstract_syntax is not None
+]
 
 FIND = (PatientRootQueryRetrieveInformationModelFind, StudyRootQueryRetrieveInformationModelFind)
 MOVE = (PatientRootQueryRetrieveInformationModelMove, StudyRootQueryRetrieveInformationModelMove)

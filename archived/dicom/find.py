@@ -56,10 +56,12 @@ class FindSCP:
         """This request's matching: the configured name matching, the negotiated date-time."""
         return MatchOptions(
             case_insensitive_names=self.settings.case_insensitive_names,
-            combined_datetime=combined_datetime(event.assoc, event.request.AffectedSOPClassUID),
+            combined_datetime=combined_datetime(
+                event.assoc, str(event.request.AffectedSOPClassUID or "")
+            ),
         )
 
-    def handle(self, event: Event) -> Iterator[tuple[int, Dataset | None]]:
+    def handle(self, event: Event) -> Iterator[tuple[int | Dataset, Dataset | None]]:
         peer = describe_peer(event.assoc)
         try:
             identifier, level = query_level(event)

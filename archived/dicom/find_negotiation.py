@@ -29,7 +29,8 @@ def handle_sop_extended(event: Event) -> dict[UID, bytes]:
     """EVT_SOP_EXTENDED: answer the C-FIND items of SOP classes this association may use."""
     offered = {str(cx.abstract_syntax) for cx in event.assoc.acceptor.supported_contexts}
     answers: dict[UID, bytes] = {}
-    for sop_class, info in event.app_info.items():
+    items = event.app_info.items()  # type: ignore[attr-defined]  # EVT_SOP_EXTENDED's data
+    for sop_class, info in items:
         if sop_class not in FIND or sop_class not in offered or not info:
             continue  # other services, or C-FIND refused to this peer by access control
         answers[sop_class] = bytes(

@@ -215,8 +215,6 @@ class IncomingInstance:
             self._refuse(OUT_OF_RESOURCES, str(exc))
         except MalformedDatasetError as exc:
             self._refuse(CANNOT_UNDERSTAND, str(exc))
-        else:
-            self.staged.start_writeback()
 
     def _refuse(self, status: int, reason: str) -> None:
         self.refusal = Refusal(status, reason)

@@ -369,7 +369,8 @@ class StreamingDIMSE(DIMSEServiceProvider):
 
 def _p_data(context_id: int, data: bytes) -> P_DATA:
     primitive = P_DATA()
-    primitive.presentation_data_value_list = [[context_id, data]]
+    # The setter insists on lists (its annotation says tuples, which the setter refuses).
+    primitive.presentation_data_value_list = [[context_id, data]]  # type: ignore[list-item]
     return primitive
 
 
@@ -427,11 +428,13 @@ class EventDrivenAssociation(Association):
     def _check_ended(self) -> bool:
         """pynetdicom's per-turn checks: release, abort, DUL gone, network timeout."""
         if self.is_established and self.acse.is_release_requested():
-            self.acse.send_release(is_response=True)
-            LOG.debug("association with %s released", self)
+            # EVT_RELEASED before the response: once the peer has it, it closes the
+            # connection, and EVT_CONN_CLOSE (DUL thread) must find the release recorded.
             self.is_released = True
             self.is_established = False
             evt.trigger(self, evt.EVT_RELEASED, {})
+            self.acse.send_release(is_response=True)
+            LOG.debug("association with %s released", self)
             self.kill()
             return True
         if self.acse.is_aborted():
@@ -476,10 +479,10 @@ class AcceptorHandler(RequestHandler):
 
     def _close_request(self) -> None:
         try:
-            self.request.shutdown(socket.SHUT_RDWR)  # type: ignore[union-attr]
+            self.request.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
-        self.request.close()  # type: ignore[union-attr]
+        self.request.close()
 
     def _event_driven_association(self) -> EventDrivenAssociation:
         """pynetdicom's RequestHandler._create_association, with our Association class."""
@@ -492,7 +495,7 @@ class AcceptorHandler(RequestHandler):
         assoc._server = server
         assoc.name = f"AcceptorThread@{datetime.now():%Y%m%d%H%M%S}"
         # A peer that stops inside a PDU must not block the DUL thread for ever.
-        self.request.settimeout(server.archive_request_timeout or self.ae.network_timeout)  # type: ignore[union-attr]
+        self.request.settimeout(server.archive_request_timeout or self.ae.network_timeout)
         assoc.set_socket(AssociationSocket(assoc, client_socket=self.request))
         assoc.acceptor.maximum_length = self.ae.maximum_pdu_size
         assoc.acceptor.ae_title = server.ae_title
@@ -536,4 +539,4 @@ def make_acceptor_server(
     )
     thread.start()
     ae._servers.append(server)
-    return server  # type: ignore[no-any-return]
+    return server

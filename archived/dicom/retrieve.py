@@ -172,16 +172,22 @@ class Retriever:
             return
         self.touch(items)
         LOG.info("C-MOVE %s from %s to %s: %d instances", level, peer, destination, len(items))
-        sub = SubAssociation()
+        sub = SubAssociation(destination)
         yield remote.host, remote.port, {
             "contexts": self.contexts(items), "max_pdu": self.settings.max_pdu,
-            "evt_handlers": [*CONNECTION_HANDLERS, (evt.EVT_ESTABLISHED, sub.handle_established)],
+            "evt_handlers": [*CONNECTION_HANDLERS, (evt.EVT_ESTABLISHED, sub.handle_established),
+                             (evt.EVT_DIMSE_RECV, sub.handle_response)],
         }  # fmt: skip
         yield len(items)
         # pynetdicom resumes the handler only once the sub-association is established.
         if sub.accepted is None:
             raise RuntimeError(f"C-MOVE to {destination}: no established sub-association")
         yield from self._send(event, items, C_MOVE, "move", sub.accepted)
+        if sub.refused:
+            self.stats.count("move_refused_by_destination", len(sub.refused))
+            LOG.warning("C-MOVE from %s to %s: %d of %d instances refused by %s (named "
+                        "above); the C-MOVE response lists them as failed", peer,
+                        destination, len(sub.refused), len(items), destination)  # fmt: skip
 
     def handle_get(self, event: Event) -> Iterator[object]:
         peer = describe_peer(event.assoc)

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pynetdicom import AE, _config, evt
-from pynetdicom.events import Event
+from pynetdicom.events import Event, EventHandlerType
 from pynetdicom.transport import AssociationServer
 
 from archived.dicom.access import AccessControl
@@ -84,7 +84,7 @@ class ArchiveServer:
         self.ae.dimse_timeout = settings.dimse_timeout
         self.ae.network_timeout = settings.network_timeout
 
-    def handlers(self) -> list[tuple[Any, Any]]:
+    def handlers(self) -> list[EventHandlerType]:
         return [
             *CONNECTION_HANDLERS,
             *SUMMARY_HANDLERS,

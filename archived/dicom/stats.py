@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections import Counter
+from collections import Counter, defaultdict
 from typing import Any, Protocol
 
 
@@ -39,7 +39,7 @@ class StoreTimings:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._sums: Counter[str] = Counter()
+        self._sums: defaultdict[str, float] = defaultdict(float)
 
     def add(self, timing: _InstanceTiming, fsync: float, index: float, size: int) -> None:
         span = max(timing.last_byte - timing.first_byte, 0.0)
@@ -55,8 +55,8 @@ class StoreTimings:
         """Totals, and milliseconds per instance for each share."""
         with self._lock:
             sums = dict(self._sums)
-        n = sums.get("instances", 0)
-        result: dict[str, Any] = {"instances": n, "bytes": sums.get("bytes", 0)}
+        n = int(sums.get("instances", 0))
+        result: dict[str, Any] = {"instances": n, "bytes": int(sums.get("bytes", 0))}
         for share in ("network", "write", "fsync", "index"):
             result[f"{share}_ms"] = round(1000 * sums.get(share, 0.0) / n, 3) if n else 0.0
         return result

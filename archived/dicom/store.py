@@ -16,6 +16,7 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
 
 from archived.dicom.errors import NoStorageError
@@ -114,9 +115,11 @@ class StoreSCP:
 
     def handle(self, event: Event) -> int | Dataset:
         peer = describe_peer(event.assoc)
-        sop_iuid = str(event.request.AffectedSOPInstanceUID)
+        request = event.request
+        assert isinstance(request, C_STORE)  # this handler is bound to EVT_C_STORE only
+        sop_iuid = str(request.AffectedSOPInstanceUID)
         take = getattr(event.assoc.dimse, "take", None)
-        incoming: IncomingInstance | None = take(event.request.MessageID) if take else None
+        incoming: IncomingInstance | None = take(request.MessageID) if take else None
         summary = summary_of(event.assoc)
         if incoming is None:
             LOG.error("C-STORE of %s from %s: no data set was received", sop_iuid, peer)

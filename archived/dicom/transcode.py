@@ -13,6 +13,7 @@ have set it, and decompressing loses nothing more.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 
 from pydicom.dataset import Dataset
@@ -21,8 +22,11 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, JPEGExtended12Bit
 from pynetdicom.association import Association
 from pynetdicom.events import Event
 from pynetdicom.presentation import PresentationContext
+from pynetdicom.status import STATUS_FAILURE, STORAGE_SERVICE_CLASS_STATUS
 
 from archived.dicom import jpeg12
+
+LOG = logging.getLogger("archived.dicom.retrieve")
 
 JPEGExtended12BitDecoder.add_plugin(jpeg12.PLUGIN, (jpeg12.__name__, "decode_frame"))
 
@@ -72,13 +76,34 @@ class AcceptedSyntaxes:
 class SubAssociation:
     """What the C-MOVE destination accepted, recorded by an evt.EVT_ESTABLISHED handler
     bound to the move sub-association (pynetdicom establishes it after the handler's
-    first two yields and fires the event before its associate() returns)."""
+    first two yields and fires the event before its associate() returns), and the
+    C-STORE responses it refused with (evt.EVT_DIMSE_RECV): pynetdicom counts such an
+    instance as one failed sub-operation and goes on, but logs neither its UID nor the
+    peer's reason."""
 
-    def __init__(self) -> None:
+    def __init__(self, destination: str) -> None:
+        self.destination = destination
         self.accepted: AcceptedSyntaxes | None = None
+        self.refused: list[str] = []  # SOP Instance UIDs the destination did not store
 
     def handle_established(self, event: Event) -> None:
         self.accepted = AcceptedSyntaxes.of(event.assoc)
+
+    def handle_response(self, event: Event) -> None:
+        command = event.message.command_set  # EVT_DIMSE_RECV: the message
+        status = command.get("Status")
+        if "AffectedSOPInstanceUID" not in command or status is None:
+            return  # not a C-STORE response
+        # As pynetdicom counts it: a failure, or a status the Storage Service has not.
+        category = STORAGE_SERVICE_CLASS_STATUS.get(int(status), (STATUS_FAILURE, ""))[0]
+        if category != STATUS_FAILURE:
+            return
+        uid = str(command.AffectedSOPInstanceUID)
+        self.refused.append(uid)
+        comment = str(command.get("ErrorComment", "") or "").strip()
+        LOG.warning("C-MOVE to %s: instance %s not stored there: status 0x%04X%s; the "
+                    "other instances go on", self.destination, uid, status,
+                    f" ({comment})" if comment else "")  # fmt: skip
 
 
 def sendable(ds: Dataset, peer: AcceptedSyntaxes) -> tuple[Dataset, bool]:

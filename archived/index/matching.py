@@ -205,12 +205,14 @@ def datetime_condition(
     """
     if dates.form != times.form:
         return None
-    parts, args = [], []
-    if dates.low is not None:
+    parts: list[str] = []
+    args: list[str] = []
+    # Same form: each time bound is there exactly when its date bound is.
+    if dates.low is not None and times.low is not None:
         # The date index narrows the rows; the time decides on the first day only.
         parts.append(f"{date_column} >= ? AND ({date_column} > ? OR {time_column} >= ?)")
         args += [dates.low, dates.low, times.low]
-    if dates.high is not None:
+    if dates.high is not None and times.high is not None:
         parts.append(
             f"{date_column} <= ? AND {date_column} != '' AND "
             f"({date_column} < ? OR ({time_column} <= ? AND {time_column} != ''))"

@@ -16,6 +16,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from archived.services.errors import TarWriteError
 
@@ -39,7 +40,7 @@ def md5sum_text(members: Sequence[TarMember]) -> bytes:
 class _HashingReader(io.RawIOBase):
     """Reads a source file for tarfile while computing its MD5 and counting bytes."""
 
-    def __init__(self, stream: io.BufferedReader) -> None:
+    def __init__(self, stream: BinaryIO) -> None:
         self.stream = stream
         self.digest = hashlib.md5(usedforsecurity=False)
         self.count = 0
@@ -94,7 +95,7 @@ def write_tar(path: Path, members: Sequence[TarMember]) -> int:
     try:
         with (
             out,
-            tarfile.open(
+            tarfile.TarFile(
                 fileobj=out, mode="w", format=tarfile.USTAR_FORMAT, copybufsize=BLOCK
             ) as tar,
         ):

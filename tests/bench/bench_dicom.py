@@ -70,9 +70,22 @@ def storescu(port: int, aec: str, files: list[Path], parallel: int) -> float:
     start = time.perf_counter()
     procs = [
         subprocess.Popen(
-            ["storescu", "-xe", "--max-pdu", str(MAX_PDU), "-aet", "MODALITY", "-aec", aec,
-             "127.0.0.1", str(port), *map(str, group)],
-            env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            [
+                "storescu",
+                "-xe",
+                "--max-pdu",
+                str(MAX_PDU),
+                "-aet",
+                "MODALITY",
+                "-aec",
+                aec,
+                "127.0.0.1",
+                str(port),
+                *map(str, group),
+            ],
+            env=ENV,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         for group in groups
     ]
@@ -192,8 +205,10 @@ def bench_ingest(work: Path, label: str, files: list[Path], rounds: int, paralle
             t = stats["durable"]["store_timings"]
             parts = {k: t[f"{k}_ms"] for k in ("network", "write", "fsync", "index")}
             whole = sum(parts.values()) or 1.0
-            print("    per instance (durable): " + ", ".join(
-                f"{k} {v:.2f} ms ({100 * v / whole:.0f}%)" for k, v in parts.items()))
+            print(
+                "    per instance (durable): "
+                + ", ".join(f"{k} {v:.2f} ms ({100 * v / whole:.0f}%)" for k, v in parts.items())
+            )
             g = stats["durable"]["group_commit"]
             print(f"    group commit: {g['groups']} groups, mean {g['mean_group']} "
                   f"instances, largest {g['largest_group']}")  # fmt: skip
@@ -299,8 +314,10 @@ def bench_move(work: Path, files: list[Path], ingest_mbps: float) -> None:
         stored = [r.absolute_path for r in index.files_of_study(str(study_uid))]
         t_plain = best_of(3, lambda: _time(lambda: [p.read_bytes() for p in stored]))
         t_pydicom = best_of(3, lambda: _time(lambda: [pydicom.dcmread(p) for p in stored]))
-        print(f"  reading the stored files: pydicom.dcmread {t_pydicom * 1000:6.1f} ms, "
-              f"plain read {t_plain * 1000:6.1f} ms  ratio {t_pydicom / t_plain:.2f}x")
+        print(
+            f"  reading the stored files: pydicom.dcmread {t_pydicom * 1000:6.1f} ms, "
+            f"plain read {t_plain * 1000:6.1f} ms  ratio {t_pydicom / t_plain:.2f}x"
+        )
     finally:
         server.stop()
         index.close()
@@ -355,8 +372,14 @@ def bench_find(work: Path, studies: int) -> None:
                     ds = Dataset()
                     ds.QueryRetrieveLevel = "STUDY"
                     setattr(ds, key, value.format(n=n))
-                    for keyword in ("StudyInstanceUID", "PatientName", "PatientID", "StudyDate",
-                                    "AccessionNumber", "NumberOfStudyRelatedInstances"):
+                    for keyword in (
+                        "StudyInstanceUID",
+                        "PatientName",
+                        "PatientID",
+                        "StudyDate",
+                        "AccessionNumber",
+                        "NumberOfStudyRelatedInstances",
+                    ):
                         if keyword != key:
                             setattr(ds, keyword, "")
                     matches = sum(
@@ -381,8 +404,12 @@ def main() -> None:
     parser.add_argument("--studies", type=int, default=100_000)
     parser.add_argument("--large-gib", type=float, default=2.0)
     parser.add_argument("--rounds", type=int, default=3, help="repeats of each ingest run")
-    parser.add_argument("--only", choices=("ingest", "small", "memory", "move", "find"),
-                        action="append", help="run only these parts (default: all)")
+    parser.add_argument(
+        "--only",
+        choices=("ingest", "small", "memory", "move", "find"),
+        action="append",
+        help="run only these parts (default: all)",
+    )
     args = parser.parse_args()
     parts = set(args.only or ("ingest", "small", "memory", "move", "find"))
     with tempfile.TemporaryDirectory(prefix="bench-dicom-", dir=os.environ.get("TMPDIR")) as tmp:

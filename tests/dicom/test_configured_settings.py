@@ -100,7 +100,8 @@ def test_index_precedence_is_option_then_environment_then_configuration(
 
     monkeypatch.setenv("ARCHIVED_INDEX", "/env/index.sqlite")
     assert locate_index("/opt/index.sqlite", configured) == IndexLocation(
-        Path("/opt/index.sqlite"), "--index")
+        Path("/opt/index.sqlite"), "--index"
+    )
     assert locate_index(None, configured).path == Path("/env/index.sqlite")
     assert asked == []  # the configuration is not even read when overridden
     monkeypatch.delenv("ARCHIVED_INDEX")

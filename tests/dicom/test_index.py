@@ -95,9 +95,11 @@ def test_store_counts_series_instances_and_modalities(index: Index) -> None:
     store(index, attrs(2))
     store(index, attrs(1, series=2, modality="MR"))
     assert index.counts() == {"patient": 1, "study": 1, "series": 2, "instance": 3, "file": 3}
-    row = index.read().execute(
-        "SELECT num_series, num_instances, mods_in_study FROM study"
-    ).fetchone()
+    row = (
+        index.read()
+        .execute("SELECT num_series, num_instances, mods_in_study FROM study")
+        .fetchone()
+    )
     assert row == (2, 3, "CT\\MR")
 
 
@@ -161,9 +163,7 @@ def test_best_files_prefer_online_and_skip_failed_copies(index: Index) -> None:
 
 
 def test_touch_study_updates_access_time_on_every_file_system(index: Index) -> None:
-    index.store_instance(
-        attrs(1), NewFile(online_pk(index), "a", "1.2", "0" * 32, 1), now=100.0
-    )
+    index.store_instance(attrs(1), NewFile(online_pk(index), "a", "1.2", "0" * 32, 1), now=100.0)
     index.insert_file("1.2.3.1.1.1", "fs-tar", "t.tar!m", "1.2", "a" * 32, 1)
     index.touch_study("1.2.3.1", now=500.0)
     assert index.study_access_times("1.2.3.1") == {"fs-online": 500.0, "fs-tar": 500.0}

@@ -76,7 +76,9 @@ def test_a_version_1_index_is_upgraded_in_place_and_keeps_its_rows(tmp_path: Pat
         assert index.counts()["study"] == 1
         files = index.files_of_study(STUDY)
         assert [(f.filesystem.group, f.filepath) for f in files] == [
-            (ONLINE_STORAGE, "2024/1/2/10/A/B/C"), (NEARLINE_STORAGE, "x.tar!B/00000001")]
+            (ONLINE_STORAGE, "2024/1/2/10/A/B/C"),
+            (NEARLINE_STORAGE, "x.tar!B/00000001"),
+        ]
         assert copy_retries(index) == {}
         record_copy_failure(index, SERIES, "mount gone", 100.0, lambda n: 160.0)
     with Index(path) as reopened:  # a second open finds version 2 and changes nothing

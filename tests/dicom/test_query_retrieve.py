@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
-from pynetdicom import AE
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
+from pynetdicom.events import Event
 from pynetdicom.sop_class import (
+    CTImageStorage,
     PatientRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelMove,
 )
 
-from tests.dicom.conftest import Archive
+from archived.dicom import RemoteAE
+from tests.dicom.conftest import MODALITY, Archive
 from tests.dicom.data import ct_study, dataset_bytes, sop_instance_uid, variety
-from tests.dicom.peers import dcmtk
+from tests.dicom.peers import dcmtk, free_port
 from tests.dicom.test_store import PROPOSE, storescu
 
 
@@ -185,3 +190,51 @@ def test_move_of_every_transfer_syntax_sends_bytes_as_stored(
         assert dataset_bytes(received[sop]) == dataset_bytes(archive.online / record.filepath), (
             path.name
         )
+
+
+def test_an_instance_the_destination_refuses_fails_alone_with_its_status(
+    start_archive: Callable[..., Archive], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    paths = ct_study(tmp_path / "in", 3)
+    refused = sop_instance_uid(paths[1])
+
+    def store(event: Event) -> Dataset:
+        status = Dataset()
+        if str(event.request.AffectedSOPInstanceUID) == refused:
+            status.Status = 0xA700
+            status.ErrorComment = "disk full"
+        else:
+            status.Status = 0x0000
+        return status
+
+    picky = AE(ae_title="PICKY")
+    picky.add_supported_context(CTImageStorage, ALL_TRANSFER_SYNTAXES)
+    port = free_port()
+    server = picky.start_server(("127.0.0.1", port), block=False,
+                                evt_handlers=[(evt.EVT_C_STORE, store)])  # fmt: skip
+    try:
+        archive = start_archive(
+            remote_aes=(MODALITY, RemoteAE("PICKY", "127.0.0.1", port)),
+        )
+        storescu(archive, *paths)
+        ae = AE(ae_title="MODALITY")
+        ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
+        assoc = ae.associate("127.0.0.1", archive.port, ae_title=archive.ae_title)
+        query = Dataset()
+        query.QueryRetrieveLevel = "STUDY"
+        query.StudyInstanceUID = study_uid(paths)
+        with caplog.at_level(logging.WARNING, logger="archived.dicom.retrieve"):
+            responses = list(
+                assoc.send_c_move(query, "PICKY", StudyRootQueryRetrieveInformationModelMove)
+            )
+        assoc.release()
+    finally:
+        server.shutdown()
+    final, identifier = responses[-1]
+    assert final.Status == 0xB000  # warning: some sub-operations failed, not the move
+    assert (final.NumberOfCompletedSuboperations, final.NumberOfFailedSuboperations) == (2, 1)
+    assert identifier is not None and identifier.FailedSOPInstanceUIDList == refused
+    assert any(
+        f"instance {refused} not stored there: status 0xA700 (disk full)" in r.message
+        for r in caplog.records
+    ), [r.message for r in caplog.records]

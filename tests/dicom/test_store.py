@@ -104,10 +104,14 @@ def test_pynetdicom_bytes_are_kept_exactly(archive: Archive, tmp_path: Path) -> 
 def test_index_holds_study_series_counts(archive: Archive, tmp_path: Path) -> None:
     paths = ct_study(tmp_path / "in", 5, patient_id="P77")
     storescu(archive, *paths)
-    row = archive.index.read().execute(
-        "SELECT p.pat_id, st.num_series, st.num_instances, st.mods_in_study "
-        "FROM study st JOIN patient p ON p.pk = st.patient_fk"
-    ).fetchone()
+    row = (
+        archive.index.read()
+        .execute(
+            "SELECT p.pat_id, st.num_series, st.num_instances, st.mods_in_study "
+            "FROM study st JOIN patient p ON p.pk = st.patient_fk"
+        )
+        .fetchone()
+    )
     assert row == ("P77", 1, 5, "CT")
     assert len(archive.index.study_access_times(pydicom.dcmread(paths[0]).StudyInstanceUID)) == 1
 

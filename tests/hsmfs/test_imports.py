@@ -58,7 +58,7 @@ def test_hsmfs_has_no_import_cycle() -> None:
         path.append(node)
         for dep in sorted(graph[node]):
             if state.get(dep) == 1:
-                return path[path.index(dep) :] + [dep]
+                return [*path[path.index(dep) :], dep]
             if dep not in state and (cycle := visit(dep)):
                 return cycle
         path.pop()

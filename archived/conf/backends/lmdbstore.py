@@ -61,13 +61,14 @@ def _snapshot(txn: lmdb.Transaction) -> Snapshot:
     shards: dict[str, bytes] = {}
     rest = txn.get(_REST)
     if rest is not None:
-        shards[""] = rest
+        shards[""] = bytes(rest)
     cursor = txn.cursor()
     if cursor.set_range(_DEVICE):
-        for key, value in cursor:
+        for raw_key, value in cursor:
+            key = bytes(raw_key)
             if not key.startswith(_DEVICE):
                 break
-            shards[key[len(_DEVICE) :].decode()] = value
+            shards[key[len(_DEVICE) :].decode()] = bytes(value)
     return Snapshot(int.from_bytes(raw_gen) if raw_gen else 0, shards)
 
 
