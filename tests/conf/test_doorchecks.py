@@ -78,7 +78,8 @@ def test_ae_add_accepts_what_dicom_allows(
     code, _, err = run(capsys, "--config", uri, "ae", "add", aet, host, "11112")
     assert code == 0, err
     listed = run(capsys, "--config", uri, "ae", "list")[1]
-    assert [(a["aet"], a["host"], a["port"]) for a in listed] == [(aet, host, 11112)]  # type: ignore[union-attr,index]
+    assert isinstance(listed, list)
+    assert [(a["aet"], a["host"], a["port"]) for a in listed] == [(aet, host, 11112)]
 
 
 # ---------------------------------------------------------------------------- fs add

@@ -46,7 +46,7 @@ def test_counts_take_their_plural() -> None:
 
 
 def test_short_uids_stay_apart_and_are_as_short_as_that_allows() -> None:
-    uids = [generate_uid() for _ in range(200)]
+    uids = [str(generate_uid()) for _ in range(200)]
     uids += ["1.2.3.1.99887766554433221100", "1.2.3.2.99887766554433221100", "1.2.3"]
     short = humanize.short_uids(uids)
     assert len(set(short.values())) == len(set(uids))  # every one told apart
