@@ -1,5 +1,7 @@
 """archived: the archive daemon. `archived serve --config URI` runs the DICOM service.
 
+The configuration store: --config, else $ARCHIVED_CONFIG, else the one archivectl finds
+(archived.conflocation: the service's settings file, the default store, the quick start's).
 The index file: --index, else $ARCHIVED_INDEX, else IndexPath of the archive's device in the
 configuration (default /var/lib/archived/index.sqlite); read at start-up.
 
@@ -19,10 +21,12 @@ import socket
 import sqlite3
 import sys
 import threading
+import time
 from collections.abc import Sequence
 
 from archived.conf import ConfigError, open_store
 from archived.conf.upgrade import UpgradeRunner, load_upgrade_settings
+from archived.conflocation import locate_config
 from archived.dicom import ArchiveServer, DicomServiceError
 from archived.dicom.config import settings_from_config
 from archived.dicom.status_file import status_path, write_status
@@ -46,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the DICOM service until SIGTERM")
     serve.add_argument("--config", default=None,
-                       help="configuration store URI (default: $ARCHIVED_CONFIG)")  # fmt: skip
+                       help="configuration store URI (default: $ARCHIVED_CONFIG, else as "
+                       "archivectl finds it; see above)")  # fmt: skip
     serve.add_argument(
         "--index", default=None,
         help="index file (default: $ARCHIVED_INDEX, else IndexPath in the configuration)",
@@ -105,7 +110,9 @@ def serve(args: argparse.Namespace) -> int:
         signal.signal(signum, lambda *_: stop.set())
     signal.signal(signal.SIGHUP, lambda *_: reload_requested.set())
     with contextlib.ExitStack() as stack:
-        store = stack.enter_context(open_store(args.config))
+        config = locate_config(args.config)
+        store = stack.enter_context(open_store(config.uri))
+        LOG.info("configuration %s (from %s)", config.uri, config.source)
         if args.upgrade_settings:  # before anything reads the configuration
             settings_file = load_upgrade_settings(args.upgrade_settings)
             UpgradeRunner(store, settings_file, args.deployment).run()
@@ -128,7 +135,7 @@ def serve(args: argparse.Namespace) -> int:
                 LOG.error("configuration change not applied: %s", exc)
 
         subscription = store.subscribe(reload)
-        metrics = MetricsEndpoint(*args.metrics, index) if args.metrics else None
+        metrics = MetricsEndpoint(args.metrics[0], args.metrics[1], index) if args.metrics else None
         server.start(metrics.timer.handlers() if metrics else ())
         scheduler = Scheduler(index, archive_settings(store), path)  # FileCopy, Sync, deleter
         scheduler.start()
@@ -138,14 +145,20 @@ def serve(args: argparse.Namespace) -> int:
         try:
             if metrics:
                 metrics.start(server)
-            write_status(status, {**server.statistics(), "services": scheduler.statistics()})
+            started = time.time()
+
+            def statistics() -> dict[str, object]:
+                return {**server.statistics(), "services": scheduler.statistics(),
+                        "started": started}  # fmt: skip
+
+            write_status(status, statistics())
             notifier.ready(f"AE {settings.ae_title} listening on port {server.port}")
             while not stop.wait(interval):
                 notifier.watchdog()
                 if reload_requested.is_set():  # SIGHUP (systemctl reload)
                     reload_requested.clear()
                     reload(None)
-                write_status(status, {**server.statistics(), "services": scheduler.statistics()})
+                write_status(status, statistics())
         finally:
             notifier.stopping("finishing running associations")
             subscription.cancel()

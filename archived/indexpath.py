@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from archived.conf import ArchiveDeviceExtension, ConfigStore, NotFoundError
@@ -24,10 +24,15 @@ CHOICES = "pass --index, set $ARCHIVED_INDEX or IndexPath in the configuration"
 class IndexLocation:
     path: Path
     source: str  # where the path came from, for messages
+    looked_at: tuple[str, ...] = field(default=(), compare=False)  # the places tried before
 
     def missing(self) -> str:
-        """The message for an index file that is not there."""
-        return f"{self.path}: no index there (path from {self.source}); {CHOICES}"
+        """The message for an index file that is not there, naming every place looked at."""
+        before = "".join(f"{place}; " for place in self.looked_at)
+        return (
+            f"{self.path}: no index there (looked at: {before}{self.source}: {self.path}); "
+            f"`archived serve` creates it when it starts: start it first, or {CHOICES}"
+        )
 
 
 def locate_index(given: str | None, configured: Callable[[], IndexLocation]) -> IndexLocation:
@@ -36,8 +41,10 @@ def locate_index(given: str | None, configured: Callable[[], IndexLocation]) -> 
         return IndexLocation(Path(given), "--index")
     from_env = os.environ.get(ENV_VAR)
     if from_env:
-        return IndexLocation(Path(from_env), f"${ENV_VAR}")
-    return configured()
+        return IndexLocation(Path(from_env), f"${ENV_VAR}", ("--index: not given",))
+    location = configured()
+    looked = ("--index: not given", f"${ENV_VAR}: not set")
+    return IndexLocation(location.path, location.source, looked)
 
 
 def configured_index(store: ConfigStore) -> IndexLocation:
@@ -50,4 +57,6 @@ def configured_index(store: ConfigStore) -> IndexLocation:
     except NotFoundError:
         ext = None
     path = (ext or ArchiveDeviceExtension()).index_path
-    return IndexLocation(Path(path), f"IndexPath of device {store.device_name!r} in {store.uri}")
+    unset = "" if ext is not None and "index_path" in ext.model_fields_set else " (unset: default)"
+    source = f"IndexPath of device {store.device_name!r} in {store.uri}{unset}"
+    return IndexLocation(Path(path), source)

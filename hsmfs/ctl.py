@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from .actions import inode_numbers
 from .control import request
@@ -107,12 +109,113 @@ def cmd_set(args: argparse.Namespace) -> int:
     return 0
 
 
-def _size(n: int) -> str:
+def _size(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if n < 1024 or unit == "TiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
-        n /= 1024  # type: ignore[assignment]
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
     return str(n)
+
+
+def _count(n: int, noun: str, plural: str | None = None) -> str:
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
+def _moment(when: float | None, now: float) -> str:
+    """'14:03:05 (3 min ago)' in local time, the date too when it is not today; '-' for never.
+
+    The same words as `archivectl status` (hsmfs imports nothing of archived)."""
+    if when is None:
+        return "-"
+    same_day = time.localtime(when)[:3] == time.localtime(now)[:3]
+    clock = time.strftime("%H:%M:%S" if same_day else "%Y-%m-%d %H:%M", time.localtime(when))
+    seconds = round(abs(now - when))
+    if seconds < 1:
+        return f"{clock} (now)"
+    parts: list[str] = []
+    for name, length in (("d", 86400), ("h", 3600), ("min", 60), ("s", 1)):
+        if seconds >= length and len(parts) < 2:
+            parts.append(f"{seconds // length} {name}")
+            seconds %= length
+        elif parts:
+            break
+    span = " ".join(parts)
+    return f"{clock} ({span} ago)" if when <= now else f"{clock} (in {span})"
+
+
+def status_lines(status: dict[str, Any], now: float) -> list[tuple[str, Text]]:
+    """`hsmctl status` for a person: labelled lines, problems in red (archivectl's style)."""
+    daemon, cache, backend = status["daemon"], status["cache"], status["backend"]
+    mig, stg, fs = status["migration"], status["staging"], status["fs"]
+    snap = status.get("snapshots", {})
+    mounted = Text(f"{daemon['mountpoint']}: ")
+    mounted.append(f"mounted, pid {daemon['pid']}", style="green")
+    mounted.append(f"; state {daemon.get('state', '-')}, cache {daemon.get('cache', '-')}")
+    share = 100 * cache["used"] / cache["total"] if cache["total"] else 0
+    cache_line = (
+        f"{_size(cache['used'])} used of {_size(cache['total'])} ({share:.0f}%); releases "
+        f"above {_size(cache['high'])} (high watermark) down to {_size(cache['low'])} (low)"
+    )
+    dirty = f"{_count(mig['dirty_files'], 'file')}, {_size(mig['dirty_bytes'])} not yet stored"
+    queue = f"{mig['queue_length']} waiting, {mig['uploads_in_flight']} uploads in flight"
+    stages = (
+        f"{stg['stages_in_flight']}; {_count(stg.get('stages_completed', 0), 'stage')} and "
+        f"{_count(stg.get('member_fetches', 0), 'member fetch', 'member fetches')} since start"
+    )
+    moved = (
+        f"{mig['migrated']} ({_size(mig.get('migrated_bytes', 0))}) / {mig['released']} since start"
+    )
+    return [
+        ("hsmfs", mounted),
+        ("cache", Text(cache_line, style="yellow" if cache["used"] >= cache["high"] else "")),
+        ("dirty", Text(dirty)),
+        ("migration queue", Text(queue)),
+        ("stages in flight", Text(stages)),
+        ("migrated / released", Text(moved)),
+        ("errors", _errors(mig, stg)),
+        ("object store", _object_store(backend, now)),
+        ("catalog", _catalog(fs, snap, now)),
+    ]
+
+
+def _errors(mig: dict[str, Any], stg: dict[str, Any]) -> Text:
+    last = mig["last_upload_error"] or stg["last_stage_error"]
+    if not (mig["upload_errors"] or stg["stages_failed"] or last):
+        return Text("none", style="green")
+    text = Text(
+        f"{_count(mig['upload_errors'], 'upload error')}, "
+        f"{_count(stg['stages_failed'], 'failed stage')}",
+        style="red",
+    )
+    if last:
+        text.append(f"; last: {last}", style="red")
+    return text
+
+
+def _object_store(backend: dict[str, Any], now: float) -> Text:
+    text = Text(f"{backend['url']} ")
+    if backend["reachable"]:
+        text.append("reachable", style="green")
+    else:
+        text.append(f"UNREACHABLE: {backend['error']}", style="red")
+    if backend.get("last_error"):
+        when = _moment(backend.get("last_error_at"), now)
+        text.append(f"; last error {when}: {backend['last_error']}")
+    return text
+
+
+def _catalog(fs: dict[str, Any], snap: dict[str, Any], now: float) -> Text:
+    text = Text(f"{fs['inodes']} inodes, {fs['open_files']} open files")
+    if "catalog_bytes" in fs:
+        text.append(f", {_size(fs['catalog_bytes'])}")
+    if snap.get("last_snapshot_at") is None:
+        text.append("; no snapshot yet")
+    else:
+        text.append(f"; last snapshot {_moment(snap['last_snapshot_at'], now)}")
+    if snap.get("snapshot_errors"):
+        errors = _count(snap["snapshot_errors"], "snapshot error")
+        text.append(f" ({errors}: {snap.get('last_snapshot_error')})", style="red")
+    return text
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -121,37 +224,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(status, indent=2))
         return 0
-    cache, mig, stg, backend = (
-        status["cache"],
-        status["migration"],
-        status["staging"],
-        status["backend"],
-    )
-    table = Table(title=f"hsmfs {status['daemon']['mountpoint']} (pid {status['daemon']['pid']})",
-                  show_header=False)  # fmt: skip
-    table.add_column(style="bold")
-    table.add_column()
-    pct = 100 * cache["used"] / cache["total"] if cache["total"] else 0
-    table.add_row("cache", f"{_size(cache['used'])} used of {_size(cache['total'])} ({pct:.0f}%); "
-                  f"high {_size(cache['high'])}, low {_size(cache['low'])}")  # fmt: skip
-    table.add_row("dirty", f"{mig['dirty_files']} file(s), {_size(mig['dirty_bytes'])}")
-    table.add_row("migration queue", str(mig["queue_length"]))
-    table.add_row("uploads in flight", str(mig["uploads_in_flight"]))
-    table.add_row("stages in flight", str(stg["stages_in_flight"]))
-    table.add_row("migrated / released", f"{mig['migrated']} / {mig['released']} since start")
-    errors = mig["upload_errors"] + stg["stages_failed"]
-    table.add_row(
-        "errors", f"{errors}; last: {mig['last_upload_error'] or stg['last_stage_error'] or '-'}"
-    )
-    reach = (
-        "[green]reachable[/]"
-        if backend["reachable"]
-        else f"[red]UNREACHABLE[/]: {backend['error']}"
-    )
-    table.add_row("object store", f"{backend['url']} {reach}")
-    fs = status["fs"]
-    table.add_row("catalog", f"{fs['inodes']} inodes, {fs['open_files']} open files")
-    console.print(table)
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column(overflow="fold")
+    for label, text in status_lines(status, time.time()):
+        grid.add_row(label, text)
+    console.print(grid)
     return 0
 
 

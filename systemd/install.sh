@@ -6,6 +6,9 @@
 #   - commented default configuration files in CONF_DIR (existing ones are kept; the new
 #     defaults go next to them as *.dist),
 #   - the state, cache, nearline mount point and ONLINE directories,
+#   - the configuration store with the archive's device and its IndexPath (an existing
+#     IndexPath is kept), named by ARCHIVED_CONFIG in archived.env, so that archived and
+#     archivectl find the store and the index without options,
 # and, where systemd is running, enables hsmfs@NEARLINE and archived.
 #
 # Every location is a variable (defaults below); e.g. NEARLINE=/data/nearline systemd/install.sh
@@ -103,7 +106,8 @@ install_config() {  # keep what the operator has; offer the new defaults as *.di
         case "$name" in
             hsmfs.toml) sed -i "s|^# port = 0$|port = $HSMFS_METRICS_PORT|" "$tmp" ;;
             archived.env)
-                sed -i "s|^# ARCHIVED_METRICS=.*|ARCHIVED_METRICS=127.0.0.1:$ARCHIVED_METRICS_PORT|" "$tmp" ;;
+                sed -i -e "s|^# ARCHIVED_METRICS=.*|ARCHIVED_METRICS=127.0.0.1:$ARCHIVED_METRICS_PORT|" \
+                    -e "s|^# ARCHIVED_CONFIG=|ARCHIVED_CONFIG=|" "$tmp" ;;
         esac
         if [ -e "$target" ]; then
             install -m 0644 "$tmp" "$target.dist"
@@ -125,6 +129,21 @@ create_directories() {
         "cache $HSMFS_CACHE_ROOT/$instance, archived $ARCHIVED_STATE"
 }
 
+# The store archived.env names (the one written now, or the operator's own).
+configured_store() {
+    sed -n 's/^ARCHIVED_CONFIG=//p' "$CONF_DIR/archived.env" | tail -n 1
+}
+
+init_configuration() {
+    local store
+    store=$(configured_store)
+    [ -n "$store" ] || store="lmdb://$ARCHIVED_STATE/conf"
+    "$PREFIX/bin/archivectl" --config "$store" config init --index "$ARCHIVED_STATE/index.sqlite" \
+        >/dev/null
+    say "configuration $store: IndexPath $("$PREFIX/bin/archivectl" --config "$store" config get \
+        /dicomConfigurationRoot/dicomDevicesRoot/archived/deviceExtensions/ArchiveDeviceExtension/IndexPath)"
+}
+
 enable_services() {
     local units=("hsmfs@$(escape_path "$NEARLINE").service" archived.service)
     if [ -d /run/systemd/system ] && [ "$UNIT_DIR" = /etc/systemd/system ]; then
@@ -142,6 +161,11 @@ install_venv
 install_units
 install_config
 create_directories
+init_configuration
 enable_services
-say "next: register the file systems, e.g." \
-    "$PREFIX/bin/archivectl --config lmdb://$ARCHIVED_STATE/conf fs add --group ONLINE_STORAGE $ONLINE"
+ctl="$PREFIX/bin/archivectl"
+# archivectl reads ARCHIVED_CONFIG from /etc/hsmfs-archived/archived.env by itself.
+[ "$CONF_DIR" = /etc/hsmfs-archived ] || ctl="ARCHIVED_CONFIG=$(configured_store) $ctl"
+say "next: start hsmfs (systemctl start hsmfs@$(escape_path "$NEARLINE").service), then register" \
+    "the file systems: $ctl fs add --group ONLINE_STORAGE $ONLINE;" \
+    "$ctl fs add --group NEARLINE_STORAGE tar:$NEARLINE (refused unless hsmfs is mounted there)"

@@ -4,10 +4,18 @@ Values equal to their defaults are not stored. `config get` of such a setting pr
 default, `config get --defaults` fills in every default below the node, and `config set`
 prints the value now in effect (e.g. .../ArchiveDeviceExtension/IndexPath).
 
+`fs add` refuses a directory that does not exist (unless --create) or that this user cannot
+write, and a 'tar:' path that is not on a live hsmfs mount; `ae add` refuses an AE title
+longer than 16 characters or with a backslash or control character, a host that is neither
+an IP address nor a DNS name, and a port outside 1-65535. `config init` creates the
+archive's own device if there is none and records IndexPath if it is unset; it never
+changes what is set.
+
 Every command prints JSON on stdout. Errors print one line on stderr and exit with the code of
-their class: 70 configuration error, 71 store unavailable, 72 not found, 73 integrity check
-failed, 74 optimistic lock conflict, 75 read-only configuration, 76 upgrade failed, 66 input
-file unreadable.
+their class: 70 configuration error, 71 store unavailable, 72 not found (also: no store, for
+commands that only read), 73 integrity check failed, 74 optimistic lock conflict, 75
+read-only configuration, 76 upgrade failed, 65 input refused at the door, 66 input file
+unreadable.
 """
 
 from __future__ import annotations
@@ -19,7 +27,9 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from archived.conf.doorchecks import check_ae, check_file_system_path, check_host
 from archived.conf.errors import ConfigError, NotFoundError
+from archived.conf.initdevice import init_archive_device
 from archived.conf.model import (
     DEFAULT_DEVICE_NAME,
     AEPermissions,
@@ -142,10 +152,17 @@ def _diff(args: argparse.Namespace, store: ConfigStore) -> Any:
     return out
 
 
+def _init(args: argparse.Namespace, store: ConfigStore) -> Any:
+    return init_archive_device(store, args.index)
+
+
 # ---------------------------------------------------------------------------- ae
 
 
 def _ae_add(args: argparse.Namespace, store: ConfigStore) -> Any:
+    check_ae(args.aet, args.host, args.port)
+    for host in args.allow_host or []:
+        check_host(host)
     permissions = AEPermissions(
         store=not args.no_store,
         query=not args.no_query,
@@ -197,6 +214,7 @@ def _fs_row(group: FileSystemGroup, fs: FileSystem) -> dict[str, Any]:
 
 
 def _fs_add(args: argparse.Namespace, store: ConfigStore) -> Any:
+    check_file_system_path(args.path, create=args.create)
     fs = FileSystem(path=args.path, status=args.status, availability=args.availability)
 
     def add() -> FileSystemGroup:
@@ -223,7 +241,7 @@ def _fs_list(args: argparse.Namespace, store: ConfigStore) -> Any:
 # ---------------------------------------------------------------------------- wiring
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     epilog = (__doc__ or "").split("\n\n", 1)[1]
     config = subparsers.add_parser(
         "config", help="export, import, read and edit the store", epilog=epilog
@@ -231,7 +249,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     sub = config.add_subparsers(dest="action", required=True)
     p = sub.add_parser("export", help="print the whole configuration (secrets left out)")
     p.add_argument("--output", "-o", help="write to this file instead of stdout")
-    p.set_defaults(handler=_command(_export))
+    p.set_defaults(handler=_command(_export), reads_config=True)
     p = sub.add_parser("import", help="replace the whole configuration with a JSON file")
     p.add_argument("file")
     p.set_defaults(handler=_command(_import))
@@ -240,17 +258,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument(
         "--defaults", action="store_true", help="fill in the settings left at their defaults"
     )
-    p.set_defaults(handler=_command(_get))
+    p.set_defaults(handler=_command(_get), reads_config=True)
     p = sub.add_parser("set", help="replace the node at a path with a JSON value")
     p.add_argument("path")
     p.add_argument("value", help="JSON (a bare word counts as a string)")
     p.set_defaults(handler=_command(_set))
     p = sub.add_parser("list", help="list the keys below a path (default: the devices)")
     p.add_argument("path", nargs="?", default=DEVICES_PATH)
-    p.set_defaults(handler=_command(_list))
+    p.set_defaults(handler=_command(_list), reads_config=True)
     p = sub.add_parser("diff", help="show where a JSON file differs from the store")
     p.add_argument("file")
-    p.set_defaults(handler=_command(_diff))
+    p.set_defaults(handler=_command(_diff), reads_config=True)
+    p = sub.add_parser(
+        "init", help="create the archive's device if missing; record IndexPath if unset"
+    )
+    p.add_argument("--index", metavar="PATH", help="the index file to record as IndexPath")
+    p.set_defaults(handler=_command(_init))
 
     ae = subparsers.add_parser("ae", help="remote application entities", epilog=epilog)
     sub = ae.add_subparsers(dest="action", required=True)
@@ -269,10 +292,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     p.set_defaults(handler=_command(_ae_add))
     p = sub.add_parser("list", help="list every AE with its host and port")
-    p.set_defaults(handler=_command(_ae_list))
+    p.set_defaults(handler=_command(_ae_list), reads_config=True)
     p = sub.add_parser("remove", help="remove a remote AE and its device")
     p.add_argument("aet")
-    p.set_defaults(handler=_command(_ae_remove))
+    p.set_defaults(handler=_command(_ae_remove), reads_config=True)
 
     fs = subparsers.add_parser("fs", help="file systems of the archive", epilog=epilog)
     sub = fs.add_subparsers(dest="action", required=True)
@@ -287,8 +310,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
             help="the archive's device (default: %(default)s)",
         )
         p.set_defaults(handler=_command(handler))
+    sub.choices["list"].set_defaults(reads_config=True)
     add = sub.choices["add"]
+    add.add_argument(
+        "--create", action="store_true", help="create the directory if it does not exist"
+    )
     add.add_argument("--group", required=True, help="e.g. ONLINE_STORAGE, NEARLINE_STORAGE")
     add.add_argument("--status", choices=[s.value for s in FileSystemStatus], default="RW")
     add.add_argument("--availability", choices=[a.value for a in Availability], default="ONLINE")
-    add.add_argument("path")
+    add.add_argument(
+        "path",
+        help="an absolute directory this user can write; tar:DIR for tars, on a live hsmfs mount",
+    )

@@ -47,17 +47,17 @@ def new_uuid() -> str:
     return str(uuid.uuid4())
 
 
-class FrozenList(list):  # type: ignore[type-arg]
+class FrozenList(list):
     """A list of the shared read-only configuration: every mutation raises."""
 
     def _refuse(self, *args: object, **kwargs: object) -> None:
         raise ReadOnlyConfigError("this list")
 
-    append = extend = insert = remove = pop = clear = sort = reverse = _refuse  # type: ignore[assignment]
+    append = extend = insert = remove = pop = clear = sort = reverse = _refuse
     __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse  # type: ignore[assignment]
 
 
-class FrozenDict(dict):  # type: ignore[type-arg]
+class FrozenDict(dict):
     """A mapping of the shared read-only configuration: every mutation raises."""
 
     def _refuse(self, *args: object, **kwargs: object) -> None:
@@ -216,7 +216,8 @@ class DeletionRules(_Archive):
     delete_study_only_if_copy_on_media: bool = False
     delete_study_only_if_copy_on_read_only_file_system: bool = False
     delete_study_only_if_copy_on_file_system_of_file_system_group: str | None = None
-    delete_study_only_if_copy_archived: bool = False
+    # True (dcm4chee 2.x: false): by default a study leaves only once its copy is verified.
+    delete_study_only_if_copy_archived: bool = True
     minimum_free_disk_space: SpaceThreshold = "NONE"
     expected_data_volume_per_day: SpaceThreshold = "100MB"
 
@@ -329,8 +330,7 @@ class ArchiveDeviceExtension(_Archive):
     def _absolute_index_path(cls, path: str) -> str:
         if not path.startswith("/"):  # relative: it would depend on each process's cwd
             raise ValueError(
-                f"IndexPath {path!r} is relative; write an absolute path, e.g. "
-                f"{DEFAULT_INDEX_PATH}"
+                f"IndexPath {path!r} is relative; write an absolute path, e.g. {DEFAULT_INDEX_PATH}"
             )
         return path
 

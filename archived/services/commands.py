@@ -81,7 +81,7 @@ def _print(report: RunReport) -> None:
         console.print(f"  [red]error:[/red] {escape(line)}")
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "run",
         help="run a lifecycle service now (filecopy, sync, deleter)",
@@ -96,4 +96,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         help="index file (default: $ARCHIVED_INDEX, else IndexPath in the configuration)",
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.set_defaults(handler=_run)
+    p.set_defaults(handler=_run, reads_config=True)

@@ -1,9 +1,19 @@
-"""Is a directory on a live hsmfs mount? Checked before every tar FileCopy writes."""
+"""Is a directory on a live hsmfs mount? The one check behind FileCopy (before every tar),
+SyncFileStatus, `archivectl fs add tar:...` and `archivectl status`.
+
+A live mount answers the ``user.hsm.daemon`` attribute at its root. Anything else is not
+one, and the message says which case it is: no such directory, a mount whose daemon died
+(ENOTCONN), a mount of another file system, or a plain directory (the empty mount point
+under an unmounted hsmfs).
+"""
 
 from __future__ import annotations
 
+import errno
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 from archived.services.errors import NotMountedError
 
@@ -18,23 +28,48 @@ def mount_root(directory: Path) -> Path:
     return path
 
 
-def check_live_mount(directory: Path) -> Path:
-    """Raise NotMountedError unless ``directory`` exists on a live hsmfs mount; return the root.
+def _remount_hint(root: Path) -> str:
+    return f"unmount it (fusermount3 -u {root}) and mount hsmfs again"
 
-    The empty directory under an unmounted mount point is not a live mount: it is not a
-    mount point (or belongs to another file system) and has no ``user.hsm.daemon``.
-    """
-    if not directory.is_dir():
+
+def check_live_mount(directory: Path) -> Path:
+    """Raise NotMountedError unless ``directory`` exists on a live hsmfs mount; return the root."""
+    not_live = f"{directory} is not on a live hsmfs mount"
+    try:
+        exists = directory.is_dir()
+    except OSError as exc:  # ENOTCONN: the mount is still there, its daemon is not
         raise NotMountedError(
-            f"{directory}: no such directory; mount hsmfs there (or fix the file system path "
+            f"{not_live}: {exc.strerror} (its daemon is gone); {_remount_hint(directory)}"
+        ) from None
+    if not exists:
+        raise NotMountedError(
+            f"{not_live}: no such directory; mount hsmfs there (or fix the file system path "
             "with `archivectl fs`)"
         )
     root = mount_root(directory)
     try:
         os.getxattr(root, DAEMON_XATTR)
     except OSError as exc:
+        if exc.errno == errno.ENOTCONN:
+            raise NotMountedError(
+                f"{not_live}: the mount at {root} does not answer (its daemon is gone); "
+                f"{_remount_hint(root)}"
+            ) from None
+        if root == directory.absolute() and root != Path("/"):
+            what = f"{root} is a mount of another file system"
+        else:
+            what = f"nothing is mounted there, it is a plain directory on {root}"
         raise NotMountedError(
-            f"{directory} is not on a live hsmfs mount ({root}: {exc.strerror or exc}); "
-            "mount hsmfs on it before copying, nothing was written"
+            f"{not_live}: {what}, without user.hsm.* attributes; mount hsmfs on it "
+            f"(hsmfs mount {directory} --cache DIR --state DIR)"
         ) from None
     return root
+
+
+def daemon_info(root: Path) -> dict[str, Any]:
+    """What the daemon of a live mount says about itself (pid, mount point, ...)."""
+    try:
+        info = json.loads(os.getxattr(root, DAEMON_XATTR))
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}

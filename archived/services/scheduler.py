@@ -7,7 +7,8 @@ its interval from the live configuration at least every POLL seconds, so enablin
 service or changing its interval takes effect without a restart. ``stop()`` sets one
 event and joins the threads; a run in progress finishes first (runs are bounded by
 LimitNumberOfFilesPerTask, the batch size and the quiet series found).
-The only shared state is ``_last`` (last report per service), guarded by ``_lock``.
+The only shared state is ``_last`` and ``_last_work`` (the last report per service, and
+the last one that did or failed anything), guarded by ``_lock``.
 """
 
 from __future__ import annotations
@@ -100,6 +101,7 @@ class Scheduler:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._last: dict[str, dict[str, Any]] = {}
+        self._last_work: dict[str, dict[str, Any]] = {}
         self._next: dict[str, float | None] = {}
         self._threads: list[threading.Thread] = []
 
@@ -133,6 +135,8 @@ class Scheduler:
             result = summary(report)
         with self._lock:
             self._last[name] = result
+            if result.get("failed") or result.get("counts") or result.get("errors"):
+                self._last_work[name] = result
 
     def _loop(self, name: str) -> None:
         service = self.services[name]
@@ -166,7 +170,7 @@ class Scheduler:
 
     def statistics(self) -> dict[str, Any]:
         with self._lock:
-            last, upcoming = dict(self._last), dict(self._next)
+            last, upcoming, work = dict(self._last), dict(self._next), dict(self._last_work)
         result = {}
         for name, service in self.services.items():
             try:
@@ -177,6 +181,7 @@ class Scheduler:
                 "interval": str(interval) if interval else "disabled",
                 "next_run": upcoming.get(name),
                 "last_run": last.get(name),
+                "last_work": work.get(name),  # the last run that did (or failed) anything
                 **service.statistics(),
             }
         return result

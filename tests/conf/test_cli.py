@@ -22,26 +22,30 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, object, st
     return code, json.loads(out) if out.strip() else None, err
 
 
-def test_fs_add_and_list(capsys: pytest.CaptureFixture[str], store_uri: str) -> None:
-    code, added, _ = run(capsys, "--config", store_uri, "fs", "add", "--group",
-                         "NEARLINE_STORAGE", "tar:/mnt/nearline")  # fmt: skip
-    assert code == 0
+def test_fs_add_and_list(
+    capsys: pytest.CaptureFixture[str], store_uri: str, tmp_path: Path
+) -> None:
+    lossy, online = tmp_path / "lossy", tmp_path / "online"
+    code, added, _ = run(capsys, "--config", store_uri, "fs", "add", "--create", "--group",
+                         "LOSSY_STORAGE", str(lossy))  # fmt: skip
+    assert code == 0 and lossy.is_dir()
+    online.mkdir()
     run(capsys, "--config", store_uri, "fs", "add", "--group", "ONLINE_STORAGE", "--status", "RO",
-        "/data/online")  # fmt: skip
+        str(online))  # fmt: skip
     code, listed, _ = run(capsys, "--config", store_uri, "fs", "list")
     assert code == 0
     assert listed == [
-        {"uuid": added["uuid"], "group": "NEARLINE_STORAGE", "path": "tar:/mnt/nearline",  # type: ignore[index]
+        {"uuid": added["uuid"], "group": "LOSSY_STORAGE", "path": str(lossy),  # type: ignore[index]
          "status": "RW", "availability": "ONLINE"},
-        {"uuid": listed[1]["uuid"], "group": "ONLINE_STORAGE", "path": "/data/online",  # type: ignore[index]
+        {"uuid": listed[1]["uuid"], "group": "ONLINE_STORAGE", "path": str(online),  # type: ignore[index]
          "status": "RO", "availability": "ONLINE"},
     ]  # fmt: skip
     with open_store(store_uri) as store:  # the same file systems, seen through the typed API
         ext = store.own_device().archive
         assert ext is not None
-        assert ext.find_file_system(added["uuid"]).path == "tar:/mnt/nearline"  # type: ignore[index,union-attr]
+        assert ext.find_file_system(added["uuid"]).path == str(lossy)  # type: ignore[index,union-attr]
     code, _, err = run(capsys, "--config", store_uri, "fs", "add", "--group", "ONLINE_STORAGE",
-                       "/data/online")  # fmt: skip
+                       str(online))  # fmt: skip
     assert code == 73 and "is also configured" in err
 
 
@@ -97,6 +101,15 @@ def test_errors_are_one_line_with_a_documented_code(tmp_path: Path) -> None:
     env = {**os.environ, "ARCHIVED_CONFIG": f"lmdb://{tmp_path}/conf"}
     root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    done = subprocess.run(  # a read creates no store: it says where it looked
+        [sys.executable, "-m", "archived.ctl", "config", "get", f"{DEVICES}/nothing"],
+        capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 72 and done.stderr.count("\n") == 1
+    assert f"lmdb://{tmp_path}/conf ($ARCHIVED_CONFIG): no store there" in done.stderr
+    assert not (tmp_path / "conf").exists()
+    with open_store(f"lmdb://{tmp_path}/conf") as store:
+        store.ensure_own_device()
     done = subprocess.run(
         [sys.executable, "-m", "archived.ctl", "config", "get", f"{DEVICES}/nothing"],
         capture_output=True, text=True, env=env, timeout=60,
@@ -113,18 +126,22 @@ def test_errors_are_one_line_with_a_documented_code(tmp_path: Path) -> None:
 
 
 def test_config_get_and_set_show_settings_left_at_their_defaults(
-    capsys: pytest.CaptureFixture[str], store_uri: str
+    capsys: pytest.CaptureFixture[str], store_uri: str, tmp_path: Path
 ) -> None:
-    run(capsys, "--config", store_uri, "fs", "add", "--group", "ONLINE_STORAGE", "/data/online")
+    online = str(tmp_path / "online")
+    run(capsys, "--config", store_uri, "fs", "add", "--create", "--group", "ONLINE_STORAGE", online)
     ext = f"{DEVICES}/archived/deviceExtensions/ArchiveDeviceExtension"
     for name, default in (("IndexPath", "/var/lib/archived/index.sqlite"),
                           ("PendingResponseInterval", 5.0), ("StgCmtOnSameAssociation", False),
                           ("MaximumAssociations", 20)):  # fmt: skip
         assert run(capsys, "--config", store_uri, "config", "get", f"{ext}/{name}") == (
-            0, default, "")
+            0,
+            default,
+            "",
+        )
     shown = run(capsys, "--config", store_uri, "config", "get", "--defaults", ext)[1]
     assert shown["IndexPath"] == "/var/lib/archived/index.sqlite"  # type: ignore[index]
-    assert shown["FileSystemGroups"][0]["FileSystems"][0]["DirectoryPath"] == "/data/online"  # type: ignore[index]
+    assert shown["FileSystemGroups"][0]["FileSystems"][0]["DirectoryPath"] == online  # type: ignore[index]
     assert "IndexPath" not in run(capsys, "--config", store_uri, "config", "get", ext)[1]  # type: ignore[operator]
 
     assert run(capsys, "--config", store_uri, "config", "set", f"{ext}/IndexPath",

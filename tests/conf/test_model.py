@@ -141,3 +141,24 @@ def test_bad_index_path_and_dicom_settings_are_refused(field: str, value: object
                                                        message: str) -> None:  # fmt: skip
     with pytest.raises(ValidationError, match=message):
         ArchiveDeviceExtension.model_validate({field: value})
+
+
+def test_deletion_waits_for_a_verified_copy_by_default() -> None:
+    """Unlike dcm4chee 2.x, a study leaves a group only once its copy is ARCHIVED, unless
+    DeleteStudyOnlyIfCopyArchived is switched off."""
+    ext = ArchiveDeviceExtension.model_validate(
+        {"FileSystemGroups": [{"GroupID": "ONLINE_STORAGE"}]}
+    )
+    assert ext.file_system_groups[0].deletion_rules.delete_study_only_if_copy_archived is True
+    relaxed = ArchiveDeviceExtension.model_validate(
+        {
+            "FileSystemGroups": [
+                {
+                    "GroupID": "ONLINE_STORAGE",
+                    "DeletionRules": {"DeleteStudyOnlyIfCopyArchived": False},
+                }
+            ]
+        }
+    )
+    node = relaxed.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+    assert node["FileSystemGroups"][0]["DeletionRules"] == {"DeleteStudyOnlyIfCopyArchived": False}

@@ -36,8 +36,8 @@ def archivectl(tmp_path: Path, *args: str, check: bool = True) -> subprocess.Com
 def served(tmp_path: Path) -> Iterator[tuple[int, StoreSCP]]:
     port = free_port()
     dest = StoreSCP(tmp_path / "dest", "DEST", free_port())
-    archivectl(tmp_path, "fs", "add", "--group", "ONLINE_STORAGE", str(tmp_path / "online"))
     (tmp_path / "online").mkdir()
+    archivectl(tmp_path, "fs", "add", "--group", "ONLINE_STORAGE", str(tmp_path / "online"))
     archivectl(tmp_path, "config", "set", CONNECTION, str(port))
     archivectl(tmp_path, "ae", "add", "MODALITY", "127.0.0.1", "104")
     archivectl(tmp_path, "ae", "add", "DEST", "127.0.0.1", str(dest.port))

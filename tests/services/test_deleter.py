@@ -66,6 +66,7 @@ def test_old_studies_with_archived_copies_leave_online(bed: Bed) -> None:
     ("rule", "copy_status", "reason"),
     [
         ({}, None, "3 of 3 instance(s) lack a copy outside ONLINE_STORAGE"),
+        ({}, FileStatus.TO_ARCHIVE, "lack a copy outside ONLINE_STORAGE that is ARCHIVED"),
         (
             {"delete_study_only_if_copy_archived": True},
             FileStatus.TO_ARCHIVE,

@@ -21,6 +21,7 @@ from tests.mounts import wait_for
 REPO = Path(__file__).resolve().parents[2]
 SYSTEMD = REPO / "systemd"
 SBIN = Path("/sbin")
+DEVICES = "/dicomConfigurationRoot/dicomDevicesRoot"
 
 
 @dataclass
@@ -114,7 +115,22 @@ def test_install_configuration_is_commented_and_kept_on_upgrade(installed: Insta
     assert f"kept {conf / 'hsmfs.toml'}" in installed.rerun_output
     env = (conf / "archived.env").read_text()
     assert "ARCHIVED_METRICS=127.0.0.1:9731" in env.splitlines()
-    assert f"# ARCHIVED_CONFIG=lmdb://{installed.env['ARCHIVED_STATE']}/conf" in env
+    store = f"lmdb://{installed.env['ARCHIVED_STATE']}/conf"
+    assert f"ARCHIVED_CONFIG={store}" in env.splitlines()  # archived and archivectl read it
+
+
+def test_install_records_the_index_path_in_the_configuration(installed: Installed) -> None:
+    state = installed.env["ARCHIVED_STATE"]
+    ext = f"{DEVICES}/archived/deviceExtensions/ArchiveDeviceExtension"
+    stored = subprocess.run(
+        [installed.path("PREFIX") / "bin" / "archivectl", "--config", f"lmdb://{state}/conf",
+         "config", "get", ext],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    # Stored, not a default: archived and archivectl read the same index without --index.
+    assert json.loads(stored.stdout)["IndexPath"] == f"{state}/index.sqlite"
+    assert f'IndexPath "{state}/index.sqlite"' in installed.output
+    assert "fs add --group NEARLINE_STORAGE tar:" in installed.output
 
 
 def test_systemd_analyze_verify_every_unit(installed: Installed, tmp_path: Path) -> None:
