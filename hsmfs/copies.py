@@ -8,9 +8,13 @@ and the recorded ETag (S3) or MD5 (the object's metadata).
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from .backends import ObjectInfo
+from .catalog import Catalog, HsmState
+
+log = logging.getLogger(__name__)
 
 # What the log says about a lost file.
 RECHECK = "If the object comes back (a restored bucket, say), run `hsmctl recheck PATH`"
@@ -35,3 +39,17 @@ def copy_problem(record: dict[str, Any], info: ObjectInfo | None) -> str | None:
     if not (etag and info.etag) and not (md5 and info.md5):
         return f"its object {key} has no checksum to compare with the one migrated"
     return None
+
+
+def mark_lost(
+    catalog: Catalog, ino: int, reason: object, *, only_from: HsmState | None = None
+) -> bool:
+    """``ino`` has no valid copy left: mark it lost (only if it is in ``only_from``, when
+    given) and log what happened and what to do; False if it was not marked."""
+    with catalog.write() as txn:
+        marked = txn.set_hsm_state(ino, HsmState.LOST, only_from=only_from)
+        path = txn.path_of(ino)
+    if marked:
+        log.error("%s is lost: %s; reads fail with EIO. %s", path or f"inode {ino}", reason,
+                  RECHECK)  # fmt: skip
+    return marked

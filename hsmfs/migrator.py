@@ -34,7 +34,7 @@ from .cache import CacheDir
 from .catalog import Catalog, HsmFlag, HsmState, Inode, Txn, now_ns
 from .checksums import WrittenChecksums, file_checksums
 from .config import Config, parse_size
-from .copies import RECHECK, copy_problem
+from .copies import copy_problem, mark_lost
 from .resident import ReleaseRefused, ResidentData
 
 log = logging.getLogger(__name__)
@@ -335,9 +335,7 @@ class Migrator:
             self._migrate_again(ino, problem)
             return f"{problem}; it migrates anew from the cache"
         if state == HsmState.RELEASED:
-            with self.catalog.write() as txn:
-                txn.set_hsm_state(ino, HsmState.LOST, only_from=HsmState.RELEASED)
-            log.error("%s is lost: %s; reads fail with EIO. %s", path, problem, RECHECK)
+            mark_lost(self.catalog, ino, problem, only_from=HsmState.RELEASED)
         return f"{problem}; restore that object or delete the file"
 
     # -- release --------------------------------------------------------------------------

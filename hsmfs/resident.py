@@ -38,7 +38,7 @@ from .cache import CacheDir, pread_into, pread_nowait
 from .catalog import Catalog, HsmFlag, HsmState, Inode, now_ns
 from .checksums import RunningChecksums, WrittenChecksums
 from .config import HsmSettings
-from .copies import RECHECK
+from .copies import RECHECK, mark_lost
 from .removals import CacheRemovals
 from .stager import Stage, Stager
 
@@ -367,7 +367,7 @@ class ResidentData:
                 self.counters["member_fetch_bytes"] += size
             except ChecksumMismatch as exc:
                 fetch.error = str(exc)
-                self._mark_lost(ino, exc)
+                mark_lost(self.catalog, ino, exc)
             except Exception as exc:
                 fetch.error = str(exc) or "timed out"
                 log.error("fetching %s (bytes %d-%d) of %s failed: %s", name, start,
@@ -388,12 +388,6 @@ class ResidentData:
                 f"({len(data)} of {size} bytes fetched)"
             )
         return data
-
-    def _mark_lost(self, ino: int, exc: Exception) -> None:
-        with self.catalog.write() as txn:
-            txn.set_hsm_state(ino, HsmState.LOST)
-            path = txn.path_of(ino)
-        log.error("%s is lost: %s; reads fail with EIO. %s", path or f"inode {ino}", exc, RECHECK)
 
     def _staged(self, ino: int) -> None:
         file = self.files.get(ino)

@@ -36,7 +36,7 @@ from .backends import ChecksumMismatch, NoSuchObject, ObjectInfo, ObjectStore
 from .cache import CacheDir
 from .catalog import Catalog, HsmState
 from .checksums import BlockVerifier
-from .copies import RECHECK
+from .copies import mark_lost
 from .removals import CacheRemovals
 
 log = logging.getLogger(__name__)
@@ -262,9 +262,7 @@ class Stager:
         self.last_error = f"{stage.key}: {stage.error}"
         lost = isinstance(exc, ChecksumMismatch | NoSuchObject)
         if lost:  # in the same step as the error: no new open tries the copy again
-            with self.catalog.write() as txn:
-                txn.set_hsm_state(stage.ino, HsmState.LOST)
-            log.error("file %s is lost: %s; reads fail with EIO. %s", stage.key, exc, RECHECK)
+            mark_lost(self.catalog, stage.ino, exc)
         elif not isinstance(exc, StageAbandoned):
             log.error(
                 "staging %s failed: %s; reads fail with EIO until it succeeds", stage.key, exc
