@@ -64,6 +64,7 @@ class GroupCommitter:
         self._groups = 0
         self._instances = 0
         self._largest = 0
+        self._committing = 0  # instances in the group being made durable now
         self._fsync_seconds = 0.0
         self._index_seconds = 0.0
 
@@ -123,6 +124,8 @@ class GroupCommitter:
                     stopping = True
                     break
                 group.append(item)
+            with self._stats_lock:
+                self._committing = len(group)
             self._round(group)
 
     def _round(self, group: list[PendingInstance]) -> None:
@@ -162,6 +165,7 @@ class GroupCommitter:
             pending.index_seconds = index
         with self._stats_lock:
             self._groups += 1
+            self._committing = 0
             self._instances += len(group)
             self._largest = max(self._largest, len(group))
             self._fsync_seconds += fsync
@@ -204,6 +208,7 @@ class GroupCommitter:
                 if groups
                 else 0.0,
                 "queued": self._queue.qsize(),
+                "committing": self._committing,
             }
 
 
